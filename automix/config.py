@@ -1,0 +1,293 @@
+"""Typed run configuration: frozen dataclasses loaded from YAML with ``--set key.path=value`` overrides.
+
+One source of defaults: the dataclass fields below. Unknown keys, wrong types and out-of-range values
+raise :class:`ConfigError` naming the dotted key and what is accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, get_args, get_origin
+
+import yaml
+
+Method = Literal["automix", "mixup", "cutmix", "vanilla"]
+Backbone = Literal[
+    "resnet18", "resnet34", "resnet50", "resnet101",
+    "resnext50_32x4d", "resnext101_32x4d", "wide_resnet28_8",
+]
+DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder", "fake"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    alpha: float = 2.0  # Beta(alpha, alpha) for lam; all methods
+
+    def __post_init__(self) -> None:
+        _check(self.alpha > 0, "mix.alpha", self.alpha, "a number > 0")
+
+
+@dataclass(frozen=True)
+class AutoMixConfig:
+    momentum: float = 0.999  # m0 of the EMA k <- m k + (1 - m) q
+    momentum_end: float = 0.99999
+    momentum_warmup: float = 0.1  # fraction of iterations at constant m0
+    lam_margin: float = 0.08  # bb mask becomes plain mixup when lam_bb is this close to 0 or 1
+    mask_loss_weight: float = 0.1
+    mask_loss_margin: float = 0.1
+    mask_loss_decay: Literal["none", "cosine"] = "none"
+    lambda_channel: bool = True  # on for ImageNet-scale, off in the CIFAR configs
+    reduction: int = 2  # query/key channels = C / reduction
+    upsample: Literal["nearest", "bilinear"] = "nearest"
+    weight_mix_q: float = 1.0
+    weight_one_q: float = 1.0
+    weight_mix_k: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("momentum", "momentum_end"):
+            v = getattr(self, name)
+            _check(0.0 <= v < 1.0, f"automix.{name}", v, "a number in [0, 1)")
+        _check(self.momentum_end >= self.momentum, "automix.momentum_end", self.momentum_end,
+               f">= automix.momentum ({self.momentum})")
+        _check(0.0 <= self.momentum_warmup <= 1.0, "automix.momentum_warmup", self.momentum_warmup, "[0, 1]")
+        _check(0.0 <= self.lam_margin < 0.5, "automix.lam_margin", self.lam_margin, "[0, 0.5)")
+        _check(self.mask_loss_weight >= 0, "automix.mask_loss_weight", self.mask_loss_weight, ">= 0")
+        _check(self.mask_loss_margin >= 0, "automix.mask_loss_margin", self.mask_loss_margin, ">= 0")
+        _check(self.reduction >= 1, "automix.reduction", self.reduction, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.1  # backbone + heads, cosine to min_lr
+    min_lr: float = 0.0
+    mixblock_lr: float = 0.1  # Mix Block group, cosine to mixblock_min_lr
+    mixblock_min_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD momentum (not the EMA momentum)
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", self.lr, "a number > 0")
+        _check(0 <= self.min_lr <= self.lr, "optim.min_lr", self.min_lr, f"in [0, optim.lr={self.lr}]")
+        _check(self.mixblock_lr > 0, "optim.mixblock_lr", self.mixblock_lr, "a number > 0")
+        _check(0 <= self.mixblock_min_lr <= self.mixblock_lr, "optim.mixblock_min_lr",
+               self.mixblock_min_lr, f"in [0, optim.mixblock_lr={self.mixblock_lr}]")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "[0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 256  # global batch, split evenly over the data-parallel processes
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    num_workers: int = 0  # DataLoader worker processes per training process
+    max_steps_per_epoch: int | None = None  # cap for smoke tests and benchmarks
+    mix_grid_every: int = 10  # save a mixed-sample PNG grid every N epochs (and the last); 0 = never
+    eval_batch_size: int = 512
+    progress: Literal["auto", "bar", "log", "none"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 2, "train.batch_size", self.batch_size, "an integer >= 2")
+        _check(self.num_workers >= 0, "train.num_workers", self.num_workers, ">= 0")
+        _check(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+               "train.max_steps_per_epoch", self.max_steps_per_epoch, "null or an integer >= 1")
+        _check(self.mix_grid_every >= 0, "train.mix_grid_every", self.mix_grid_every, ">= 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: DatasetName = "digits"
+    root: str = "data"
+    image_size: int = 32
+    fake_train_size: int = 512  # only for name=fake
+    fake_test_size: int = 128
+    fake_num_classes: int = 10
+    train_subset: int | None = None  # use only the first N training samples (smoke runs)
+    test_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.image_size >= 8, "data.image_size", self.image_size, "an integer >= 8")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: Backbone = "resnet18"
+    stem: Literal["auto", "cifar", "imagenet"] = "auto"  # auto: cifar stem below 64 px
+    width: int = 64  # channels of the first stage (64 = torchvision); smaller for fast CPU runs
+
+    def __post_init__(self) -> None:
+        _check(self.width >= 4, "model.width", self.width, "an integer >= 4")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: Method = "automix"
+    mix: MixConfig = field(default_factory=MixConfig)
+    automix: AutoMixConfig = field(default_factory=AutoMixConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not valid: expected {accepted}")
+
+
+# --------------------------------------------------------------------------- loading
+
+def from_dict(data: Mapping[str, Any] | None, source: str = "config") -> RunConfig:
+    """Build a RunConfig from a nested mapping; unknown keys and wrong types raise ConfigError."""
+    return _build(RunConfig, data or {}, prefix="", source=source)
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str):
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} in {source} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s} in {source}; accepted keys under "
+            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        key = prefix + name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, key + ".", source)
+        else:
+            kwargs[name] = _coerce(tp, value, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {source})") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key} = {value!r} is not one of: {' | '.join(map(str, choices))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and type(None) in get_args(tp):
+            return None
+        return _coerce(args[0], value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} = {value!r} must be true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} = {value!r} must be an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} = {value!r} must be a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} = {value!r} must be a string")
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this module, not user input
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    return key, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for key ``"a.b"``, creating levels as needed."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"cannot set {key}: {part} is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None,
+                overrides: list[str] | Mapping[str, Any] = ()) -> RunConfig:
+    """Load a YAML file (or a mapping) and apply ``key.path=value`` overrides."""
+    if source is None:
+        data, name = {}, "defaults"
+    elif isinstance(source, Mapping):
+        data, name = _deep_copy(source), "config mapping"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        with path.open() as fh:
+            data = yaml.safe_load(fh) or {}
+        name = str(path)
+    items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+    for key, value in items:
+        set_dotted(data, key, value)
+    return from_dict(data, source=name)
+
+
+def _deep_copy(d: Mapping[str, Any]) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """``{"mix.alpha": 2.0, "optim.lr": 0.1, ...}``."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for k, v in node.items():
+            if isinstance(v, Mapping):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v
+
+    walk(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, "")
+    return out
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(dump_yaml(cfg))
+    return path
+
+
+def config_keys() -> list[str]:
+    """Every dotted key a config accepts (for validating study search spaces)."""
+    return sorted(flatten(RunConfig()))
