@@ -63,6 +63,47 @@ def _seed(cfg: RunConfig, epoch: int, rank: int) -> int:
     return (cfg.train.seed * 1_000_003 + epoch * 1_009 + rank) % (2**63 - 1)
 
 
+@dataclass
+class Stepper:
+    """One optimisation step: forward of the whole step, backward, SGD, LR schedule, EMA of k."""
+    model: nn.Module  # net, or its DDP wrapper
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: EMA | None
+    sched: Schedule
+    amp_ctx: object
+
+    def step(self, x, y, draws, t: int, epoch: int):
+        with self.amp_ctx():
+            out = self.model(x, y, draws, self.sched.mask_weight(t) if self.ema is not None else 0.0)
+        if not torch.isfinite(out.loss):
+            bad = {k: float(v) for k, v in out.terms.items()}
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, iteration {t}: terms {bad}. Lower optim.lr or "
+                f"optim.mixblock_lr, or use train.amp=bf16 instead of fp16")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.lr_sched.step()
+        if self.ema is not None:
+            self.ema.update(self.sched.momentum(t))
+        return out
+
+
+def amp_context(amp: str, device: torch.device):
+    """A factory of autocast contexts for train.amp (none | bf16 | fp16)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+    def ctx():
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    return ctx
+
+
 def build_optimizer(cfg: RunConfig, net: nn.Module, total_iters: int):
     """SGD with the backbone+heads group (lr -> min_lr) and the Mix Block group (mixblock_lr ->
     mixblock_min_lr), each annealed by its own cosine per iteration."""
@@ -157,12 +198,7 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
     ema = EMA(net.k, net.q) if is_automix else None
     optimizer, lr_sched = build_optimizer(cfg, net, total)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-
-    def amp_ctx():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
+    amp_ctx = amp_context(cfg.train.amp, device)
 
     history: list[dict] = []
     start_epoch = 1
@@ -192,6 +228,7 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
         # detached) each get one gradient per backward, which DDP all-reduces; k has no gradients.
         model = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
 
+    stepper = Stepper(model, net, optimizer, lr_sched, scaler, ema, sched, amp_ctx)
     artifacts_pending: list[Path] = []
     if main and start_epoch == 1:
         artifacts_pending.append(save_config(cfg, output_dir / "config.yaml"))
@@ -218,21 +255,9 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
             if cfg.train.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             draws = net.draw(x.shape[0], rng, gen, device, tuple(x.shape[-2:]))
-            with amp_ctx():
-                out = model(x, y, draws, sched.mask_weight(t) if is_automix else 0.0)
-            if not torch.isfinite(out.loss):
-                bad = {k: float(v) for k, v in out.terms.items()}
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, iteration {t}: terms {bad}. Lower optim.lr or "
-                    f"optim.mixblock_lr, or use train.amp=bf16 instead of fp16")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(out.loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            lr_sched.step()
-            if ema is not None:
+            out = stepper.step(x, y, draws, t, epoch)
+            if is_automix:
                 m = sched.momentum(t)
-                ema.update(m)
             loss_sum += out.loss.detach()
             for k, v in out.terms.items():
                 term_sums[k] = term_sums.get(k, 0.0) + v.detach().double()

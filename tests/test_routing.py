@@ -62,3 +62,15 @@ def test_lam_margin_turns_bb_into_plain_mixup():
     d.lam_bb = 0.05
     _, s_bb = net.masks(x, d)
     assert torch.allclose(s_bb, torch.full_like(s_bb, 0.95))
+
+
+def test_non_finite_loss_stops_with_a_clear_error():
+    from automix.train import NonFiniteLossError, Schedule, Stepper, amp_context
+
+    cfg, net, x, y, d = _setup()
+    opt, sched = build_optimizer(cfg, net, 10)
+    stepper = Stepper(net, net, opt, sched, torch.amp.GradScaler("cpu", enabled=False), EMA(net.k, net.q),
+                      Schedule(cfg, 10), amp_context("none", torch.device("cpu")))
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="mix_q"):
+        stepper.step(x, y, d, t=0, epoch=1)
