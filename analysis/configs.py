@@ -1,0 +1,61 @@
+"""Which params make up a trial's configuration, and which of them a study varies.
+
+A trial logs each hyperparameter twice (short name `alpha` and config key `mix.alpha`), plus seeds
+and ids. A *configuration* is every param except seeds and ids; two trials with the same configuration
+are repeats (seeds) of one setting. A *sweep* study varies some configuration param.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import pandas as pd
+
+# Params that identify a repeat or a trial rather than a setting.
+_NOT_CONFIG = re.compile(r"(^|\.)(seed|trial_id|run_id|output_dir|run_dir)$")
+# The layout's short names, preferred over the dotted config keys they duplicate.
+SHORT_NAMES = (
+    "method", "backbone", "dataset", "epochs", "batch_size", "seed", "alpha", "mixblock_lr",
+    "momentum", "workers",
+)
+
+
+def config_columns(trials: pd.DataFrame, param_columns: Sequence[str]) -> list[str]:
+    """Param columns that define a configuration: all but seeds and trial/run ids."""
+    return [c for c in param_columns if c in trials and not _NOT_CONFIG.search(c)]
+
+
+def distinct_columns(trials: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """`columns` without those that repeat another column value for value (`mix.alpha` = `alpha`).
+
+    Short names are kept over dotted keys, so plots and importances say `alpha`, not both.
+    """
+    ordered = sorted(columns, key=lambda c: (c not in SHORT_NAMES, c.count("."), c))
+    kept: list[str] = []
+    signatures: set[tuple] = set()
+    for column in ordered:
+        signature = tuple(as_text(trials[column]))
+        if signature in signatures:
+            continue
+        signatures.add(signature)
+        kept.append(column)
+    return kept
+
+
+def varying_columns(trials: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Those of `columns` that take more than one value over `trials` (missing counts as a value)."""
+    return [c for c in columns if as_text(trials[c]).nunique() > 1]
+
+
+def config_keys(trials: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """An integer label per trial: equal labels mean equal configurations over `columns`."""
+    if not columns:
+        return pd.Series(0, index=trials.index)
+    text = pd.DataFrame({f"c{i}": as_text(trials[c]) for i, c in enumerate(columns)}, index=trials.index)
+    return text.groupby(list(text.columns), sort=False).ngroup()
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """Values as strings, missing ones as "<missing>" (for grouping and labels)."""
+    return values.astype(object).where(values.notna(), "<missing>").astype(str)

@@ -1,0 +1,60 @@
+"""The same study read through an `http://` tracking server: same frames as from the SQLite file,
+and the report's files reach the parent run through the server's artifact proxy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis import build_results, load_study
+from analysis.report import write_report
+from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params
+
+helpers = pytest.importorskip("helpers.procs")  # tests/helpers: start and stop servers by pid
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("http")
+    db_uri = new_sqlite_store(root / "mlflow.db")
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    proc, url = helpers.start_mlflow_server(db_uri, root / "artifacts", root / "server.log",
+                                            mlflow_bin=mlflow_bin)
+    try:
+        writer = StudyWriter(url, "over-http")  # created through the server: mlflow-artifacts: URIs
+        parent = writer.start_parent()
+        for alpha, seed, top1 in ((0.5, 0, [10.0, 20.0, 30.0]), (2.0, 0, [12.0, 24.0, 36.0]),
+                                  (2.0, 1, [13.0, 25.0, 37.0]), (1.0, 0, [11.0, 22.0, 29.0])):
+            params = trial_params(method="automix", backbone="resnet18", dataset="cifar10", epochs=3,
+                                  seed=seed, alpha=alpha)
+            writer.add_trial(parent, TrialSpec(params, top1, extra_history={"train_loss": [3.0, 2.0, 1.0]}))
+        writer.finish_parent(parent)
+        yield url, db_uri, parent
+    finally:
+        helpers.stop(proc)
+
+
+def test_http_and_sqlite_give_the_same_study(server):
+    url, db_uri, _ = server
+    over_http = load_study(url, "over-http", history_keys=("top1", "train_loss"))
+    direct = load_study(db_uri, "over-http", history_keys=("top1", "train_loss"))
+    assert len(over_http.trials) == 4
+    pd.testing.assert_frame_equal(over_http.trials, direct.trials)
+    pd.testing.assert_frame_equal(over_http.history, direct.history)
+    results = build_results(over_http)
+    assert results.loc[0, "selection"] == "best of 3 configs by mean top-1"
+    assert results.loc[0, "config"] == {"alpha": 2.0}
+    assert results.loc[0, "top1_mean"] == pytest.approx((24.0 + 25.0) / 2)  # median of 3 epochs
+    assert results.loc[0, "n_seeds"] == 2
+
+
+def test_report_artifacts_go_through_the_server(server, tmp_path):
+    url, _, parent = server
+    report = write_report(load_study(url, "over-http", history_keys=("top1",)), tmp_path)
+    assert report.logged_to == parent
+    names = {Path(a.path).name for a in MlflowClient(url).list_artifacts(parent, "analysis")}
+    assert {"paper_table.md", "curves.png", "sensitivity.png", "importance.png"} <= names

@@ -1,0 +1,96 @@
+"""Both notebooks run headless against a small study made here, and are stored without outputs."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ("paper_table.ipynb", "sensitivity.ipynb")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nb")
+    uri = new_sqlite_store(root / "mlflow.db")
+    writer = StudyWriter(uri, "nb-sweep", artifact_location=str(root / "artifacts"))
+    parent = writer.start_parent()
+    rng = random.Random(3)
+    for i in range(8):
+        method = ("mixup", "automix")[i % 2]
+        alpha = (0.5, 2.0)[(i // 2) % 2]
+        lr = (0.01, 0.1)[i // 4]
+        top = 40 + 5 * (method == "automix") + 3 * (alpha == 2.0) + rng.gauss(0, 0.2)
+        params = trial_params(method=method, backbone="resnet18", dataset="cifar10", epochs=3, seed=0,
+                              alpha=alpha, mixblock_lr=lr)
+        writer.add_trial(parent, TrialSpec(params, [top - 2, top - 1, top]))
+    writer.finish_parent(parent)
+    return uri, root
+
+
+def execute(name: str, store, monkeypatch) -> nbformat.NotebookNode:
+    uri, root = store
+    monkeypatch.setenv("AUTOMIX_TRACKING_URI", uri)
+    monkeypatch.setenv("AUTOMIX_EXPERIMENT", "nb-sweep")
+    monkeypatch.setenv("AUTOMIX_REPORT_DIR", str(root / "report" / name))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(REPO / "analysis" / name, as_version=4)
+    # The kernel runs on this interpreter (the venv's), whatever kernel specs the machine has.
+    client = NotebookClient(nb, timeout=180, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO / "analysis")}})
+    client.kernel_manager_class = _here_kernel_manager()
+    client.execute()
+    return nb
+
+
+def _here_kernel_manager():
+    from jupyter_client.manager import KernelManager
+
+    class HereKernelManager(KernelManager):
+        def format_kernel_cmd(self, extra_arguments=None):
+            cmd = super().format_kernel_cmd(extra_arguments)
+            return [sys.executable, *cmd[1:]] if "ipykernel_launcher" in cmd else cmd
+
+    return HereKernelManager
+
+
+def outputs(nb) -> list[dict]:
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
+def test_paper_table_notebook_shows_the_table_and_a_figure(store, monkeypatch):
+    nb = execute("paper_table.ipynb", store, monkeypatch)
+    found = outputs(nb)
+    markdown = [o["data"]["text/markdown"] for o in found if "text/markdown" in o.get("data", {})]
+    assert any(m.startswith("| Dataset | Backbone | Params (M) | Epochs | mixup |") for m in markdown)
+    assert any("best of 4 configs" in m for m in markdown)  # 2 alphas x 2 LRs per method
+    assert any("image/png" in o.get("data", {}) for o in found)
+
+
+def test_sensitivity_notebook_shows_figures_and_importances(store, monkeypatch):
+    nb = execute("sensitivity.ipynb", store, monkeypatch)
+    found = outputs(nb)
+    text = "".join(o.get("text", "") for o in found if o.get("output_type") == "stream")
+    assert "swept: alpha, mixblock_lr" in text
+    assert sum("image/png" in o.get("data", {}) for o in found) >= 3
+    assert any("importance" in o.get("data", {}).get("text/html", "") for o in found)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_are_stored_without_outputs(name):
+    nb = nbformat.read(REPO / "analysis" / name, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
