@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv bench clean
+.PHONY: quickstart test venv bench clean system-deps gpu-check
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 2; }
@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 quickstart: $(STAMP)
-	$(PY) -m automix.train configs/digits_automix.yaml --output-dir runs/quickstart
+	$(PY) tune_runner.py studies/quickstart.yaml
+	$(PY) -m analysis.report --tracking-uri sqlite:///mlflow.db --experiment quickstart --latest-launch
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -26,3 +27,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis
+
+system-deps:
+	bash scripts/ci_system_deps.sh
+
+gpu-check: $(STAMP)
+	bash scripts/gpu_check.sh
