@@ -96,8 +96,12 @@ class TrainConfig:
     mix_grid_every: int = 10  # save a mixed-sample PNG grid every N epochs (and the last); 0 = never
     eval_batch_size: int = 512
     progress: Literal["auto", "bar", "log", "none"] = "auto"
+    # torch intra-op threads of this process (null: torch's default, one per core). On a small shared
+    # CPU machine, more threads than free cores spin and can make a step several times slower.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        _check(self.threads is None or self.threads >= 1, "train.threads", self.threads, "null or an integer >= 1")
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         _check(self.batch_size >= 2, "train.batch_size", self.batch_size, "an integer >= 2")
         _check(self.num_workers >= 0, "train.num_workers", self.num_workers, ">= 0")

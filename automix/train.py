@@ -79,7 +79,7 @@ class Stepper:
         with self.amp_ctx():
             out = self.model(x, y, draws, self.sched.mask_weight(t) if self.ema is not None else 0.0)
         if not torch.isfinite(out.loss):
-            bad = {k: float(v) for k, v in out.terms.items()}
+            bad = {k: float(v.detach()) for k, v in out.terms.items()}
             raise NonFiniteLossError(
                 f"non-finite loss at epoch {epoch}, iteration {t}: terms {bad}. Lower optim.lr or "
                 f"optim.mixblock_lr, or use train.amp=bf16 instead of fp16")
@@ -169,6 +169,8 @@ def train(cfg: RunConfig, output_dir: str | Path, *, reporter: Reporter | None =
           resume_from: str | Path | None = None, device: torch.device | str | None = None) -> list[dict]:
     """Train one run; returns the per-epoch metrics. See docs/architecture.md for the contract."""
     output_dir = Path(output_dir)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     device = torch.device(device) if device is not None else distributed.pick_device(
         cfg.train.device, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
@@ -204,7 +206,7 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
     start_epoch = 1
     if resume_from is not None:
         state = checkpoint.load(resume_from, map_location=device)
-        if state["config"] != to_dict(cfg):
+        if _schedule_relevant(state["config"]) != _schedule_relevant(to_dict(cfg)):
             raise ConfigError(f"the checkpoint in {resume_from} was written with another config; resume with "
                               f"the same config (its config.yaml) or start a new output directory")
         net.load_state_dict(state["net"])
@@ -213,6 +215,8 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
         scaler.load_state_dict(state["scaler"])
         history = list(state["history"])
         start_epoch = state["epoch"] + 1
+        if main:  # the log of the checkpointed epochs, without lines of an epoch that is re-run
+            (output_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         if main:
             log.info("resumed from %s at epoch %d", resume_from, start_epoch)
 
@@ -220,7 +224,6 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
         msg = schedules.ema_horizon_warning(cfg.automix.momentum, total)
         if msg:
             warnings.warn(msg, stacklevel=2)
-            log.warning(msg)
 
     model = net
     if dinfo.world_size > 1:
@@ -309,6 +312,12 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
         if reporter is not None:
             reporter.report(metrics, ckpt_dir, artifacts if main else [])
     return history
+
+
+def _schedule_relevant(cfg_dict: dict) -> dict:
+    """The config without the settings that do not change what is computed (threads, progress)."""
+    train_cfg = {k: v for k, v in cfg_dict["train"].items() if k not in ("threads", "progress")}
+    return {**cfg_dict, "train": train_cfg}
 
 
 @torch.no_grad()
