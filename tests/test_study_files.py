@@ -1,0 +1,214 @@
+"""Study files are validated before Ray starts: every shipped study passes, every mistake is named."""
+from __future__ import annotations
+
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.studies import REPO, runner_cmd, runner_env
+from studyrunner.study import StudyError, full_point, load_study, parse_study, smoke_variant
+
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+QUICKSTART = yaml.safe_load((REPO / "studies" / "quickstart.yaml").read_text())
+
+
+def _parse(**changes):
+    data = {**QUICKSTART, **changes}
+    return parse_study(data, source="t.yaml")
+
+
+def _error(**changes) -> str:
+    with pytest.raises(StudyError) as err:
+        _parse(**changes)
+    return str(err.value)
+
+
+def test_the_expected_studies_ship():
+    assert {p.name for p in STUDIES} >= {"quickstart.yaml", "digits_methods.yaml", "cifar100_sweep.yaml",
+                                         "paper_imagenet.yaml"}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_every_study_validates_with_its_smoke_variant(path: Path):
+    study = load_study(path)
+    assert study.name == path.stem
+    assert len(study.sha256) == 64
+    for point in study.search.points_to_evaluate:
+        study.resolve(full_point(study, point))
+    smoke = smoke_variant(study)
+    cfg = smoke.base_config()
+    assert smoke.smoke_test and smoke.total_trials() <= 3
+    assert cfg.train.epochs <= 3 and cfg.train.max_steps_per_epoch <= 4
+    assert smoke.resources.gpus_per_worker == 0 and smoke.resources.workers <= 2
+    assert cfg.data.name in ("digits", "fake"), "a smoke test must run without downloads"
+    assert cfg.train.device in ("cpu", "auto") if cfg.data.name == "digits" else cfg.train.device == "cpu"
+
+
+def test_the_studies_say_what_the_issue_asks():
+    quick = load_study(REPO / "studies" / "quickstart.yaml")
+    assert quick.search.algorithm == "optuna" and quick.scheduler.name == "asha"
+    assert {p.key for p in quick.sampled} == {"mix.alpha", "optim.mixblock_lr", "automix.momentum"}
+    assert quick.base_config().data.name == "digits" and quick.resources.gpus_per_worker == 0
+
+    methods = load_study(REPO / "studies" / "digits_methods.yaml")
+    assert methods.search.algorithm == "grid" and methods.total_trials() == 12
+    grid = {p.key: set(p.values) for p in methods.sampled}
+    assert grid == {"method": {"vanilla", "mixup", "cutmix", "automix"}, "train.seed": {0, 1, 2}}
+
+    cifar = load_study(REPO / "studies" / "cifar100_sweep.yaml")
+    assert cifar.resources.workers * cifar.resources.gpus_per_worker == 2
+    assert cifar.base_config().model.backbone == "resnet18" and cifar.base_config().data.name == "cifar100"
+    first = full_point(cifar, cifar.search.points_to_evaluate[0])
+    assert first == {"mix.alpha": 2.0, "optim.mixblock_lr": 0.1, "automix.momentum": 0.999}  # the paper's
+
+    imagenet = load_study(REPO / "studies" / "paper_imagenet.yaml")
+    grid = {p.key: list(p.values) for p in imagenet.sampled}
+    assert grid == {"model.backbone": ["resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x4d"],
+                    "train.epochs": [100, 300]}
+    cfg = imagenet.base_config()
+    assert (cfg.data.image_size, cfg.train.batch_size, imagenet.resources.workers) == (224, 256, 4)
+    assert imagenet.total_trials() == 10
+
+
+def test_a_gpu_study_smoke_test_runs_on_fake_data_on_the_cpu():
+    smoke = smoke_variant(load_study(REPO / "studies" / "paper_imagenet.yaml"))
+    cfg = smoke.base_config()
+    assert (cfg.data.name, cfg.train.device, cfg.train.epochs) == ("fake", "cpu", 2)
+    assert smoke.resources.workers == 2 and smoke.max_concurrent_trials == 1
+    assert all(p.key != "train.epochs" for p in smoke.space), "the smoke test pins the epochs"
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"num_sample": 3}, "num_sample"),
+    ({"resources": {"worker": 2}}, "worker"),
+    ({"scheduler": {"name": "asha", "grace": 2}}, "grace"),
+    ({"space": {"mix.alpah": {"dist": "uniform", "low": 0.1, "high": 1.0}}}, "mix.alpah"),
+    ({"space": {"mix.alpha": {"dist": "normal", "low": 0.1, "high": 1.0}}}, "space.mix.alpha.dist"),
+    ({"space": {"mix.alpha": {"dist": "uniform", "low": 2.0, "high": 1.0}}}, "space.mix.alpha"),
+    ({"space": {"mix.alpha": {"dist": "uniform", "low": 1.0, "high": 1.0}}}, "low (1.0) must be < high"),
+    ({"space": {"mix.alpha": {"dist": "loguniform", "low": 0.0, "high": 1.0}}}, "low > 0"),
+    ({"space": {"mix.alpha": {"dist": "uniform", "low": 0.1}}}, "needs high"),
+    ({"space": {"method": {"dist": "grid", "values": []}}, "search": {"algorithm": "grid"}},
+     "space.method: dist grid needs a non-empty list"),
+    ({"space": {"method": {"dist": "choice", "values": ["automix", "mixupp"]}}}, "mixupp"),
+    ({"space": {"mix.alpha": {"dist": "uniform", "low": -1.0, "high": 1.0}}}, "mix.alpha"),
+    ({"space": {"model.backbone": {"dist": "choice", "values": ["resnet18", "resnet19"]}}}, "resnet19"),
+    ({"base": {"model": {"backbone": "resnet19"}}}, "model.backbone"),
+    ({"base": {"data": {"name": "mnist"}}}, "data.name"),
+    ({"base": {"optim": {"lrr": 0.1}}}, "optim.lrr"),
+    ({"space": {"method": {"dist": "grid", "values": ["automix", "mixup"]}}}, "search.algorithm grid"),
+    ({"search": {"algorithm": "hyperopt"}}, "search.algorithm"),
+    ({"scheduler": {"name": "pbt"}}, "pbt"),
+    ({"search": {"algorithm": "optuna", "points_to_evaluate": [{"mix.alpha": 50.0}]}}, "outside"),
+    ({"search": {"algorithm": "optuna", "points_to_evaluate": [{"optim.lr": 0.1}]}}, "optim.lr"),
+    ({"resources": {"workers": 3}}, "divisible"),
+    ({"resources": {"workers": 0}}, "resources.workers"),
+    ({"num_samples": 0}, "num_samples"),
+    ({"space": {"model.width": {"dist": "uniform", "low": 8, "high": 32}}}, "integer setting"),
+    ({"space": {"mix.alpha": [1, 2]}}, "ambiguous"),
+    ({"name": "a/b"}, "name"),
+])
+def test_mistakes_are_rejected_naming_the_field(changes, named):
+    message = _error(**changes)
+    assert named in message and "t.yaml" in message, message
+
+
+def test_a_typo_names_the_key_the_file_and_the_likely_fix():
+    message = _error(num_sample=3)
+    assert "'num_sample'" in message and "did you mean 'num_samples'" in message
+
+
+def test_fixed_space_values_join_the_base_config():
+    study = _parse(space={"mix.alpha": {"dist": "uniform", "low": 0.5, "high": 1.0}, "train.seed": 7,
+                          "model.width": {"dist": "fixed", "value": 8}},
+                   search={"algorithm": "optuna", "seed": 0})
+    assert [p.key for p in study.sampled] == ["mix.alpha"]
+    cfg = study.resolve({"mix.alpha": 0.7})
+    assert (cfg.train.seed, cfg.model.width, cfg.mix.alpha) == (7, 8, 0.7)
+
+
+def test_set_overrides_change_the_base_and_are_validated(tmp_path):
+    path = REPO / "studies" / "quickstart.yaml"
+    assert load_study(path, ["train.epochs=3"]).base_config().train.epochs == 3
+    with pytest.raises(StudyError, match="train.epoch"):
+        load_study(path, ["train.epoch=3"])
+    with pytest.raises(StudyError, match="sweeps this key"):
+        load_study(path, ["mix.alpha=1.0"])
+
+
+def test_snapshot_round_trip():
+    from studyrunner.study import study_from_snapshot
+
+    study = load_study(REPO / "studies" / "cifar100_sweep.yaml")
+    again = study_from_snapshot(yaml.safe_load(yaml.safe_dump(study.to_dict())))
+    assert again == study
+
+
+def test_flat_search_space_and_first_points():
+    from studyrunner import space
+
+    study = load_study(REPO / "studies" / "quickstart.yaml")
+    ps = space.param_space(study)
+    assert sorted(ps) == ["automix.momentum", "mix.alpha", "optim.mixblock_lr"]  # flat dotted keys
+    points = space.points_to_evaluate(study)
+    assert points == [{"mix.alpha": 2.0, "optim.mixblock_lr": 0.1, "automix.momentum": 0.97}]
+    assert type(space.search_algorithm(study)).__name__ == "OptunaSearch"
+    sched = space.scheduler(study)
+    assert type(sched).__name__ == "AsyncHyperBandScheduler" and sched._time_attr == "epoch"
+
+
+def test_cli_rejects_a_typo_before_ray_starts(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text((REPO / "studies" / "quickstart.yaml").read_text().replace("num_samples:", "num_sample:"))
+    t0 = time.monotonic()
+    done = subprocess.run(runner_cmd(bad, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                                     "--storage-path", str(tmp_path / "ray")),
+                          cwd=REPO, env=runner_env(), text=True, capture_output=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "num_sample" in done.stderr and str(bad) in done.stderr, done.stderr
+    assert "Started a local Ray" not in done.stdout + done.stderr
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "m.db").exists()
+    assert time.monotonic() - t0 < 60
+
+
+def test_cli_fails_fast_on_an_unreachable_tracking_server(tmp_path):
+    from helpers.procs import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    done = subprocess.run(runner_cmd(REPO / "studies" / "quickstart.yaml", "--smoke-test", "--tracking-uri", url,
+                                     "--storage-path", str(tmp_path / "ray")),
+                          cwd=REPO, env=runner_env(), text=True, capture_output=True, timeout=120)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"cannot reach the MLflow tracking server at {url}" in done.stderr, done.stderr
+    assert "Started a local Ray" not in done.stdout + done.stderr and not (tmp_path / "ray").exists()
+    assert time.monotonic() - t0 < 60
+
+
+def test_cli_help_lists_every_option():
+    done = subprocess.run(runner_cmd("--help"), cwd=REPO, env=runner_env(), text=True, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0
+    for option in ("--smoke-test", "--address", "--tracking-uri", "--storage-path", "--resume", "--set",
+                   "--num-samples", "--max-concurrent-trials"):
+        assert option in done.stdout
+
+
+def test_a_base_config_file_can_be_referenced(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {width: 16}\ntrain: {epochs: 9, device: cpu}\n")
+    study = tmp_path / "s.yaml"
+    study.write_text(textwrap.dedent("""
+        name: from_file
+        base_config: base.yaml
+        base: {train: {epochs: 2}}
+        space: {mix.alpha: {dist: uniform, low: 0.5, high: 3.0}}
+        search: {algorithm: random, seed: 1}
+        scheduler: {name: none}
+        num_samples: 2
+    """))
+    s = load_study(study)
+    assert s.base_config().train.epochs == 2 and s.base_config().model.width == 16
