@@ -10,7 +10,6 @@ depends on: one image and Ray version, the ones pyproject.toml pins; nothing pub
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess

@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from automix import schedules
 from automix.config import load_config
