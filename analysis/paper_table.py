@@ -264,22 +264,31 @@ def _paper_order(results: pd.DataFrame) -> pd.DataFrame:
     return results.loc[key.sort_values(list(key.columns), kind="stable").index]
 
 
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that name a study: shared by the command-line entry points of `analysis`."""
+    parser.add_argument("--tracking-uri", required=True, help="sqlite:///PATH.db or http://HOST:PORT")
+    parser.add_argument("--experiment", required=True, help="the study's name (its MLflow experiment)")
+    parser.add_argument("--latest-launch", action="store_true",
+                        help="only the trials of the study's most recent launch (default: every launch)")
+
+
+def load_from_args(args: argparse.Namespace) -> StudyData:
+    """The study named by `add_study_arguments`' options, with its per-epoch top-1."""
+    study = load_study(args.tracking_uri, args.experiment, history_keys=("top1",))
+    return study.latest_launch() if args.latest_launch else study
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.paper_table",
         description="Rebuild the paper's results table from a study's MLflow runs.",
     )
-    parser.add_argument("--tracking-uri", required=True, help="sqlite:///PATH.db or http://HOST:PORT")
-    parser.add_argument("--experiment", required=True, help="the study's name (its MLflow experiment)")
-    parser.add_argument("--latest-launch", action="store_true",
-                        help="only the trials of the study's most recent launch (default: every launch)")
+    add_study_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="md")
     parser.add_argument("--out", type=Path, help="write the table here instead of to stdout")
     args = parser.parse_args(argv)
     try:
-        study = load_study(args.tracking_uri, args.experiment, history_keys=("top1",))
-        if args.latest_launch:
-            study = study.latest_launch()
+        study = load_from_args(args)
         text = render(build_results(study), args.format, study)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from analysis.loading import StudyData, load_study
-from analysis.paper_table import build_results, render
+from analysis.loading import StudyData
+from analysis.paper_table import add_study_arguments, build_results, load_from_args, render
 from analysis.sensitivity import SensitivityReport, analyse
 from analysis.tracking import connect, log_files
 
@@ -73,19 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m analysis.report",
         description="Print a study's paper table, write its sensitivity plots and log both to MLflow.",
     )
-    parser.add_argument("--tracking-uri", required=True, help="sqlite:///PATH.db or http://HOST:PORT")
-    parser.add_argument("--experiment", required=True, help="the study's name (its MLflow experiment)")
-    parser.add_argument("--latest-launch", action="store_true",
-                        help="only the trials of the study's most recent launch (default: every launch)")
+    add_study_arguments(parser)
     parser.add_argument("--out-dir", type=Path,
                         help="where to write the files (default analysis_output/EXPERIMENT)")
     parser.add_argument("--no-log", action="store_true", help="do not attach the files to the parent run")
     args = parser.parse_args(argv)
     out_dir = args.out_dir or Path("analysis_output") / args.experiment
     try:
-        study = load_study(args.tracking_uri, args.experiment, history_keys=("top1",))
-        if args.latest_launch:
-            study = study.latest_launch()
+        study = load_from_args(args)
         report = write_report(study, out_dir, log_to_mlflow=not args.no_log)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)

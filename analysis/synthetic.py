@@ -120,8 +120,15 @@ class StudyWriter:
             self.experiment_id = self.client.create_experiment(
                 study, artifact_location=artifact_location
             )
+        self.tracking_uri = tracking_uri
         self._clock_ms = 1_700_000_000_000
         self._trial_counter = 0
+
+    @classmethod
+    def in_new_store(cls, folder: str | os.PathLike, study: str) -> "StudyWriter":
+        """A writer of `study` in a new SQLite store `folder/mlflow.db`, artifacts under `folder/artifacts`."""
+        folder = Path(folder)
+        return cls(new_sqlite_store(folder / "mlflow.db"), study, artifact_location=str(folder / "artifacts"))
 
     def start_parent(self, *, study_hash: str = "0" * 64) -> str:
         """A parent run for one launch of the study; returns its run id."""

@@ -11,13 +11,13 @@ import pytest
 from analysis import ExperimentNotFound, NoResults, TrackingUnavailable, build_results, load_study
 from analysis.paper_table import main as paper_table_main
 from analysis.report import main as report_main
-from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params
+from analysis.synthetic import StudyWriter, TrialSpec, trial_params
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    uri = new_sqlite_store(root / "mlflow.db")
-    writer = StudyWriter(uri, "exists", artifact_location=str(root / "artifacts"))
+    writer = StudyWriter.in_new_store(root, "exists")
+    uri = writer.tracking_uri
     parent = writer.start_parent()
     params = trial_params(method="automix", backbone="resnet18", dataset="cifar10", epochs=3, seed=0)
     writer.add_trial(parent, TrialSpec(params, [1.0, 2.0], status="FAILED", final_metrics=False))

@@ -20,7 +20,7 @@ from analysis import build_results, load_study, paper_layout, render
 from analysis.paper_table import main as paper_table_main
 from analysis.published import REFERENCE_CSV
 from analysis.summary import paper_summary, summary_window
-from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params
+from analysis.synthetic import StudyWriter, TrialSpec, trial_params
 
 STUDY = "known"
 
@@ -74,8 +74,8 @@ def median_of_last(values: list[float], epochs: int) -> float:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("known")
-    uri = new_sqlite_store(root / "mlflow.db")
-    writer = StudyWriter(uri, STUDY, artifact_location=str(root / "artifacts"))
+    writer = StudyWriter.in_new_store(root, STUDY)
+    uri = writer.tracking_uri
     parents = [writer.start_parent(), None]
     ids = {}
     for name, params, top1, status, final, launch in KNOWN:

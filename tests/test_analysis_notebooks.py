@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params
+from analysis.synthetic import StudyWriter, TrialSpec, trial_params
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("paper_table.ipynb", "sensitivity.ipynb")
@@ -20,8 +20,8 @@ NOTEBOOKS = ("paper_table.ipynb", "sensitivity.ipynb")
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("nb")
-    uri = new_sqlite_store(root / "mlflow.db")
-    writer = StudyWriter(uri, "nb-sweep", artifact_location=str(root / "artifacts"))
+    writer = StudyWriter.in_new_store(root, "nb-sweep")
+    uri = writer.tracking_uri
     parent = writer.start_parent()
     rng = random.Random(3)
     for i in range(8):

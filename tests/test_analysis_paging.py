@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from analysis import load_study
 from analysis import tracking
 from analysis.loading import TRIAL_FILTER
-from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params
+from analysis.synthetic import StudyWriter, TrialSpec, trial_params
 
 N_TRIALS = 23
 PAGE = 5
@@ -17,8 +17,8 @@ PAGE = 5
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("paging")
-    uri = new_sqlite_store(root / "mlflow.db")
-    writer = StudyWriter(uri, "paged", artifact_location=str(root / "artifacts"))
+    writer = StudyWriter.in_new_store(root, "paged")
+    uri = writer.tracking_uri
     parent = writer.start_parent()
     for seed in range(N_TRIALS):
         params = trial_params(method="mixup", backbone="resnet18", dataset="cifar10", epochs=2, seed=seed)

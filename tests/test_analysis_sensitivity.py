@@ -13,7 +13,7 @@ from optuna.distributions import FloatDistribution
 from analysis import analyse, build_results, load_study, sweep_parameters
 from analysis.importance import param_axes, param_importances, to_optuna_study
 from analysis.report import write_report
-from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params
+from analysis.synthetic import StudyWriter, TrialSpec, trial_params
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ALPHAS = (0.2, 1.0, 2.0, 4.0)
@@ -26,8 +26,8 @@ def score(alpha: float) -> float:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    uri = new_sqlite_store(root / "mlflow.db")
-    writer = StudyWriter(uri, "sweep", artifact_location=str(root / "artifacts"))
+    writer = StudyWriter.in_new_store(root, "sweep")
+    uri = writer.tracking_uri
     parent = writer.start_parent()
     rng = random.Random(1)
     for i in range(16):
