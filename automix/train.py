@@ -74,6 +74,7 @@ class Stepper:
     ema: EMA | None
     sched: Schedule
     amp_ctx: object
+    momentum: float = float("nan")  # EMA momentum of the last step (AutoMix)
 
     def step(self, x, y, draws, t: int, epoch: int):
         with self.amp_ctx():
@@ -89,7 +90,8 @@ class Stepper:
         self.scaler.update()
         self.lr_sched.step()
         if self.ema is not None:
-            self.ema.update(self.sched.momentum(t))
+            self.momentum = self.sched.momentum(t)
+            self.ema.update(self.momentum)
         return out
 
 
@@ -247,7 +249,6 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
         gen = torch.Generator().manual_seed(seed)  # permutations, cutmix boxes
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         term_sums: dict[str, torch.Tensor] = {}
-        m = cfg.automix.momentum
         bar = _bar(progress, iters, epoch, cfg.train.epochs)
         last_x = None
         for i, (x, y) in enumerate(train_loader):
@@ -259,8 +260,6 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
                 x = x.contiguous(memory_format=torch.channels_last)
             draws = net.draw(x.shape[0], rng, gen, device, tuple(x.shape[-2:]))
             out = stepper.step(x, y, draws, t, epoch)
-            if is_automix:
-                m = sched.momentum(t)
             loss_sum += out.loss.detach()
             for k, v in out.terms.items():
                 term_sums[k] = term_sums.get(k, 0.0) + v.detach().double()
@@ -288,7 +287,7 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
         }
         if is_automix:
             metrics["mixblock_lr"] = optimizer.param_groups[1]["lr"]
-            metrics["momentum"] = m
+            metrics["momentum"] = stepper.momentum
         artifacts = artifacts_pending
         artifacts_pending = []
         every = cfg.train.mix_grid_every
@@ -308,7 +307,7 @@ def _train(cfg, output_dir: Path, reporter, resume_from, device, dinfo) -> list[
             if progress != "none":
                 log.info("epoch %d/%d top1 %.2f top1_q %.2f loss %.4f lr %.4g%s %.1fs", epoch, cfg.train.epochs,
                          metrics["top1"], metrics["top1_q"], metrics["train_loss"], metrics["lr"],
-                         f" m {m:.6f}" if is_automix else "", metrics["epoch_time_s"])
+                         f" m {metrics['momentum']:.6f}" if is_automix else "", metrics["epoch_time_s"])
         if reporter is not None:
             reporter.report(metrics, ckpt_dir, artifacts if main else [])
     return history
