@@ -19,7 +19,10 @@ Backbone = Literal[
     "resnet18", "resnet34", "resnet50", "resnet101",
     "resnext50_32x4d", "resnext101_32x4d", "wide_resnet28_8",
 ]
-DatasetName = Literal["digits", "cifar10", "cifar100", "imagefolder", "fake"]
+# Named sets carry their normalisation and augmentation (automix/data.py); `imagefolder` is any other
+# set of class folders root/{train,val}/<class>/*.
+DatasetName = Literal["digits", "cifar10", "cifar100", "imagenet", "tiny-imagenet", "cub200", "aircraft",
+                      "imagefolder", "fake"]
 
 
 class ConfigError(ValueError):
@@ -46,6 +49,9 @@ class AutoMixConfig:
     lambda_channel: bool = True  # on for ImageNet-scale, off in the CIFAR configs
     reduction: int = 2  # query/key channels = C / reduction
     upsample: Literal["nearest", "bilinear"] = "nearest"
+    # batch: L_mask on the mean share of the whole batch (the reference); sample: the mean over samples
+    # of each sample's own margin loss (an option against whole-image masks, docs/mask_collapse.md)
+    mask_loss_mode: Literal["batch", "sample"] = "batch"
     weight_mix_q: float = 1.0
     weight_one_q: float = 1.0
     weight_mix_k: float = 1.0
@@ -72,6 +78,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD momentum (not the EMA momentum)
     nesterov: bool = False
+    warmup_epochs: float = 0.0  # linear LR warm-up from 0 over this many epochs, then the cosine
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", self.lr, "a number > 0")
@@ -81,6 +88,7 @@ class OptimConfig:
                self.mixblock_min_lr, f"in [0, optim.mixblock_lr={self.mixblock_lr}]")
         _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
         _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "[0, 1)")
+        _check(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,9 @@ class TrainConfig:
     # torch intra-op threads of this process (null: torch's default, one per core). On a small shared
     # CPU machine, more threads than free cores spin and can make a step several times slower.
     threads: int | None = None
+    # Read the device-side non-finite-loss flag every N steps (and at each epoch's end): no per-step
+    # host sync on a GPU, and the error still names the first bad step.
+    check_finite_every: int = 50
 
     def __post_init__(self) -> None:
         _check(self.threads is None or self.threads >= 1, "train.threads", self.threads, "null or an integer >= 1")
@@ -108,6 +119,7 @@ class TrainConfig:
         _check(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
                "train.max_steps_per_epoch", self.max_steps_per_epoch, "null or an integer >= 1")
         _check(self.mix_grid_every >= 0, "train.mix_grid_every", self.mix_grid_every, ">= 0")
+        _check(self.check_finite_every >= 1, "train.check_finite_every", self.check_finite_every, ">= 1")
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,12 @@ class DataConfig:
     fake_num_classes: int = 10
     train_subset: int | None = None  # use only the first N training samples (smoke runs)
     test_subset: int | None = None
+    train_per_class: int | None = None  # low-data regime: the first N training images of each class
+    # Random images of the named set's shape and class count instead of its files (smoke runs keep the
+    # set's name in the record; the run is tagged smoke_test).
+    synthetic: bool = False
+    on_device: Literal["auto", "on", "off"] = "auto"  # auto: uint8 set on the GPU when it fits (digits, CIFAR)
+    skip_corrupt: bool = False  # skip (and count) unreadable images instead of stopping with their name
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 8, "data.image_size", self.image_size, "an integer >= 8")
@@ -130,6 +148,9 @@ class ModelConfig:
     backbone: Backbone = "resnet18"
     stem: Literal["auto", "cifar", "imagenet"] = "auto"  # auto: cifar stem below 64 px
     width: int = 64  # channels of the first stage (64 = torchvision); smaller for fast CPU runs
+    # ImageNet weights to start from (CUB, Aircraft): a state_dict file, or `torchvision` for the
+    # weights already in torchvision's cache. Nothing is downloaded; a missing file is an error.
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.width >= 4, "model.width", self.width, "an integer >= 4")

@@ -68,8 +68,13 @@ def mixed_targets(y: Tensor, perm: Tensor, lam: float, num_classes: int) -> Tens
     return lam * one + (1.0 - lam) * one[perm]
 
 
-def mask_loss(mask_x: Tensor, lam: float, margin: float) -> Tensor:
+def mask_loss(mask_x: Tensor, lam: float, margin: float, per_sample: bool = False) -> Tensor:
     """max(|mean(1 - s) - lam| - margin, 0): the share of x in the mixed image should be lam.
 
-    ``mask_x`` is the mask of x (1 - s), averaged over the whole batch and all pixels."""
-    return torch.clamp((mask_x.float().mean() - lam).abs() - margin, min=0.0)
+    ``mask_x`` (N, 1, H, W) is the mask of x (1 - s). By default (the reference) the mean is over the
+    whole batch and all pixels, which whole-image masks for a lam-share of the batch satisfy exactly;
+    ``per_sample`` takes each sample's own share and averages the per-sample losses."""
+    if not per_sample:
+        return torch.clamp((mask_x.float().mean() - lam).abs() - margin, min=0.0)
+    share = mask_x.float().flatten(1).mean(dim=1)  # (N,)
+    return torch.clamp((share - lam).abs() - margin, min=0.0).mean()

@@ -103,7 +103,8 @@ class AutoMixNet(nn.Module):
         # Mix Block sub-task: the frozen k must recover the label of the mb-mixed images.
         x_mix_mb = mixing.mix(x, s_mb, d.perm_mb)
         l_mix_k = a.weight_mix_k * mixing.mixup_ce(self.k(x_mix_mb, "mix"), y, d.perm_mb, d.lam_mb)
-        l_mask = mask_weight * mixing.mask_loss(1.0 - s_mb, d.lam_mb, a.mask_loss_margin)
+        l_mask = mask_weight * mixing.mask_loss(1.0 - s_mb, d.lam_mb, a.mask_loss_margin,
+                                                per_sample=a.mask_loss_mode == "sample")
         # Classifier sub-task: q learns from the clean and the bb-mixed images.
         x_mix_bb = mixing.mix(x, s_bb, d.perm_bb)
         l_one_q = a.weight_one_q * F.cross_entropy(self.q(x, "one").float(), y)
