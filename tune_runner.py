@@ -6,9 +6,11 @@
     python tune_runner.py studies/cifar100_sweep.yaml --address auto \\
         --tracking-uri http://mlflow:5000 --storage-path /shared/ray_results
     python tune_runner.py studies/quickstart.yaml --resume        # continue the newest interrupted launch
+    python tune_runner.py studies/quickstart.yaml --cleanup       # stop what a killed launch left running
 
-Exit codes: 0 all trials ended, 1 some trials failed, 2 bad study file or arguments, 3 tracking
-server unreachable, 130 interrupted (continue with --resume).
+Exit codes: 0 all trials ended, 1 some trials failed, 2 bad study file, arguments, data or resources
+(also: a trial could not be placed within resources.placement_timeout_s), 3 tracking server
+unreachable, 130 interrupted (continue with --resume).
 """
 from __future__ import annotations
 
@@ -26,12 +28,14 @@ def parse_args(argv: list[str] | None = None) -> Options:
                     "run of automix.train, every trial a nested MLflow run under one parent run per launch.",
         epilog="After a run: mlflow ui --backend-store-uri sqlite:///mlflow.db, then open the runs view "
                "(#/experiments/<id>/runs) printed at the end. Exit codes: 0 done, 1 some trials failed, "
-               "2 bad study or arguments, 3 tracking server unreachable, 130 interrupted (use --resume).",
+               "2 bad study, arguments, data or resources, 3 tracking server unreachable, "
+               "130 interrupted (use --resume).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="the study file, e.g. studies/quickstart.yaml")
     p.add_argument("--smoke-test", action="store_true",
                    help="a tiny version for CI: 2 epochs of 4 steps on 256 images, width 8, at most 3 trials; "
-                        "GPU studies switch to fake data on the CPU")
+                        "studies on GPUs or on data sets with files keep their data.name with synthetic images "
+                        "on the CPU; every run is tagged smoke_test=true")
     p.add_argument("--address", default=None,
                    help="attach to a running Ray cluster ('auto' or ray://HOST:10001); default: start Ray "
                         "locally on 127.0.0.1")
@@ -43,7 +47,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
                         "shared folder or s3://bucket/prefix")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="EXPERIMENT_DIR",
                    help="continue an interrupted launch: the newest launch of this study under --storage-path, "
-                        "or the folder given. Finished trials are kept, the same MLflow runs continue")
+                        "or the folder given. Finished trials are kept, the same MLflow runs continue; Ray "
+                        "processes a killed earlier run left behind are stopped first")
+    p.add_argument("--cleanup", nargs="?", const="latest", default=None, metavar="EXPERIMENT_DIR",
+                   help="stop the Ray processes that a killed launch (the newest of this study, or the folder "
+                        "given) left running, by the pids in its studyrunner.json, and exit")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the study's base run config, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--num-samples", type=int, default=None, help="override the study's num_samples")
@@ -51,8 +59,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    help="override the study's max_concurrent_trials")
     p.add_argument("--top", type=int, default=10, dest="top_n", help="trials in the final table (default 10)")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                   help="Ray Tune output: 0 silent, 1 progress table (default), 2 every result")
+                   help="console output: 0 only the final summary, 1 a table of the trials when one changes "
+                        "status and every 30 s (default), 2 also Ray's own per-result lines")
     a = p.parse_args(argv)
+    if a.resume and a.cleanup:
+        p.error("--resume already stops what an earlier run left behind; pass one of --resume and --cleanup")
     if a.resume and (a.overrides or a.smoke_test or a.num_samples or a.max_concurrent_trials):
         p.error("--resume continues a launch as it was launched: drop --set, --smoke-test, --num-samples "
                 "and --max-concurrent-trials")
@@ -61,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     return Options(study=a.study, smoke_test=a.smoke_test, address=a.address, tracking_uri=a.tracking_uri,
-                   storage_path=a.storage_path, resume=a.resume, overrides=a.overrides,
+                   storage_path=a.storage_path, resume=a.resume, cleanup=a.cleanup, overrides=a.overrides,
                    num_samples=a.num_samples, max_concurrent_trials=a.max_concurrent_trials, top_n=a.top_n,
                    verbose=a.verbose)
 

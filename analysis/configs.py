@@ -1,8 +1,8 @@
 """Which params make up a trial's configuration, and which of them a study varies.
 
-A trial logs each hyperparameter twice (short name `alpha` and config key `mix.alpha`), plus seeds
-and ids. A *configuration* is every param except seeds and ids; two trials with the same configuration
-are repeats (seeds) of one setting. A *sweep* study varies some configuration param.
+A trial logs each hyperparameter once, under its dotted config key (`mix.alpha`), plus seeds and ids. A
+*configuration* is every param except seeds and ids; two trials with the same configuration are
+repeats (seeds) of one setting. A *sweep* study varies some configuration param.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ import pandas as pd
 
 # Params that identify a repeat or a trial rather than a setting.
 _NOT_CONFIG = re.compile(r"(^|\.)(seed|trial_id|run_id|output_dir|run_dir)$")
-# The layout's short names, preferred over the dotted config keys they duplicate.
-SHORT_NAMES = (
-    "method", "backbone", "dataset", "epochs", "batch_size", "seed", "alpha", "mixblock_lr",
-    "momentum", "workers",
-)
 
 
 def config_columns(trials: pd.DataFrame, param_columns: Sequence[str]) -> list[str]:
@@ -27,11 +22,13 @@ def config_columns(trials: pd.DataFrame, param_columns: Sequence[str]) -> list[s
 
 
 def distinct_columns(trials: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    """`columns` without those that repeat another column value for value (`mix.alpha` = `alpha`).
+    """`columns` without those that repeat another column value for value.
 
-    Short names are kept over dotted keys, so plots and importances say `alpha`, not both.
+    A store that logged a hyperparameter under two names (`alpha` and `mix.alpha`, say, under names
+    the alias table does not know) would otherwise count it twice in sweeps and importances. The
+    dotted config key is kept.
     """
-    ordered = sorted(columns, key=lambda c: (c not in SHORT_NAMES, c.count("."), c))
+    ordered = sorted(columns, key=lambda c: ("." not in c, c))
     kept: list[str] = []
     signatures: set[tuple] = set()
     for column in ordered:

@@ -20,12 +20,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 Scale = Literal["linear", "log", "log1m", "category"]
 # Known hyperparameters and how their search spaces are laid out (AutoMix paper, Sec. 5.4 ablations).
 KNOWN_SCALES: dict[str, Scale] = {
-    "alpha": "linear",
     "mix.alpha": "linear",
-    "mixblock_lr": "log",
     "optim.mixblock_lr": "log",
     "optim.lr": "log",
-    "momentum": "log1m",
+    "optim.weight_decay": "log",
     "automix.momentum": "log1m",
 }
 TARGET = "top1_summary"

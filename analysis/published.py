@@ -1,7 +1,9 @@
 """Published top-1 numbers (analysis/reference/paper_results.csv) and the names that key them.
 
-Runs name datasets and backbones the way the trainer does (`data.name = cifar100`,
-`model.backbone = resnext50_32x4d`); the reference uses the paper's names (`cifar100`, `resnext50`).
+Our runs name datasets as the reference does (`data.name = imagenet`, `tiny-imagenet`, `cub200`, ...;
+`imagefolder` and `digits` have no published row); stores written elsewhere may use other spellings
+(`ImageNet-1k`, `CUB-200`), mapped here. Backbones keep the trainer's names
+(`model.backbone = resnext50_32x4d`), which the reference shortens (`resnext50`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,6 @@ _BACKBONE_ALIASES = {
     "resnext50_32x4d": "resnext50", "resnext101_32x4d": "resnext101",
     "wide_resnet28_8": "wrn28_8", "wrn-28-8": "wrn28_8",
 }
-# Params that name a run's dataset for the table, most specific first.
-DATASET_PARAMS = ("data.dataset_label", "dataset", "data.name")
-BACKBONE_PARAMS = ("backbone", "model.backbone")
 
 
 @lru_cache(maxsize=1)

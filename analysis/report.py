@@ -1,5 +1,6 @@
-"""A study's report: the paper table and the sensitivity figures, written to files and attached to
-the study's parent MLflow run (artifacts under `analysis/`), so they show in the MLflow UI.
+"""A study's report: the paper table, the sensitivity figures, per-trial curves, accuracy against
+cost and the mask gallery, written to files and attached to the study's parent MLflow run (artifacts
+under `analysis/`, the gallery under `gallery/`), so they show in the MLflow UI.
 
     python -m analysis.report --tracking-uri sqlite:///mlflow.db --experiment quickstart \
         [--out-dir analysis_output/quickstart] [--latest-launch] [--no-log]
@@ -16,25 +17,34 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.errors import AnalysisError
+from analysis.cli import add_study_arguments, load_from_args, run
+from analysis.cost import plot_cost
+from analysis.curves import plot_trial_curves
+from analysis.gallery import Gallery, make_gallery
 from analysis.loading import StudyData
-from analysis.paper_table import add_study_arguments, build_results, load_from_args, render
+from analysis.render import render
 from analysis.sensitivity import SensitivityReport, analyse
+from analysis.table import build_results
 from analysis.tracking import connect, log_files
+from automix import record
 
 ARTIFACT_PATH = "analysis"
+GALLERY_PATH = record.GALLERY_ARTIFACT_DIR
 
 
 @dataclass(frozen=True)
 class Report:
-    """What `write_report` produced: the Markdown table, the results frame, the files written and
-    the parent run they were logged to (None when not logged)."""
+    """What `write_report` produced: the Markdown table, the results frame, the files written (the
+    gallery among them when a trial logged mixed-sample grids) and the parent run they were logged to
+    (None when not logged)."""
 
     table: str
     results: pd.DataFrame
     sensitivity: SensitivityReport
     files: list[Path]
     logged_to: str | None
+    gallery: Gallery | None = None
+    cost_figure: Path | None = None
 
 
 def latest_parent(study: StudyData) -> str | None:
@@ -48,8 +58,9 @@ def latest_parent(study: StudyData) -> str | None:
 
 
 def write_report(study: StudyData, out_dir: str | Path, *, log_to_mlflow: bool = True) -> Report:
-    """Write `paper_table.md`, `paper_table.csv`, the figures and (for a sweep) `importance.csv` to
-    `out_dir`; with `log_to_mlflow`, attach them to the study's latest parent run."""
+    """Write `paper_table.md`, `paper_table.csv`, the figures (`trials.png`, `cost.png`, the
+    sensitivity ones), `importance.csv` for a sweep and `gallery.png` to `out_dir`; with
+    `log_to_mlflow`, attach them to the study's latest parent run."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = build_results(study)
@@ -58,33 +69,25 @@ def write_report(study: StudyData, out_dir: str | Path, *, log_to_mlflow: bool =
     files[0].write_text(table)
     files[1].write_text(render(results, "csv", study))
     sensitivity = analyse(study, out_dir)
-    files += list(sensitivity.figures.values())
+    files += [*sensitivity.figures.values(), plot_trial_curves(study, out_dir / "trials.png")]
+    cost = plot_cost(study, out_dir / "cost.png")
+    files += [cost] if cost else []
     if not sensitivity.importances.empty:
         files.append(out_dir / "importance.csv")
         sensitivity.importances.rename_axis("parameter").to_csv(files[-1])
+    gallery = make_gallery(study, out_dir / "gallery.png")
     parent = latest_parent(study) if log_to_mlflow else None
     if parent is not None:
-        log_files(connect(study.tracking_uri), parent, files, ARTIFACT_PATH)
-    return Report(table=table, results=results, sensitivity=sensitivity, files=files, logged_to=parent)
+        client = connect(study.tracking_uri)
+        log_files(client, parent, files, ARTIFACT_PATH)
+        if gallery is not None:
+            log_files(client, parent, [gallery.path], GALLERY_PATH)
+    files += [gallery.path] if gallery else []
+    return Report(table=table, results=results, sensitivity=sensitivity, files=files, logged_to=parent,
+                  gallery=gallery, cost_figure=cost)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis.report",
-        description="Print a study's paper table, write its sensitivity plots and log both to MLflow.",
-    )
-    add_study_arguments(parser)
-    parser.add_argument("--out-dir", type=Path,
-                        help="where to write the files (default analysis_output/EXPERIMENT)")
-    parser.add_argument("--no-log", action="store_true", help="do not attach the files to the parent run")
-    args = parser.parse_args(argv)
-    out_dir = args.out_dir or Path("analysis_output") / args.experiment
-    try:
-        study = load_from_args(args)
-        report = write_report(study, out_dir, log_to_mlflow=not args.no_log)
-    except AnalysisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def print_report(report: Report, experiment: str) -> None:
     print(report.table)
     if not report.sensitivity.importances.empty:
         print("Hyperparameter importance (fANOVA):")
@@ -92,13 +95,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: {value:.3f}")
         print()
     print("Plots:")
-    for path in report.sensitivity.figures.values():
-        print(f"  {path}")
+    for path in report.files:
+        if path.suffix == ".png":
+            print(f"  {path}")
+    if report.gallery is None:
+        print("No mask gallery: no complete trial logged a mixed-sample grid (mix/mix_epochNNNN.png).")
     print("Files:", ", ".join(str(p) for p in report.files if p.suffix != ".png"))
     if report.logged_to:
-        print(f"Logged to MLflow run {report.logged_to} (experiment {args.experiment!r}) "
-              f"under artifacts {ARTIFACT_PATH}/")
-    return 0
+        where = f"{ARTIFACT_PATH}/" + (f" and {GALLERY_PATH}/" if report.gallery else "")
+        print(f"Logged to MLflow run {report.logged_to} (experiment {experiment!r}) under artifacts {where}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description="Print a study's paper table, write its figures and gallery and log them to MLflow.",
+    )
+    add_study_arguments(parser)
+    parser.add_argument("--out-dir", type=Path,
+                        help="where to write the files (default analysis_output/EXPERIMENT)")
+    parser.add_argument("--no-log", action="store_true", help="do not attach the files to the parent run")
+    args = parser.parse_args(argv)
+    out_dir = args.out_dir or Path("analysis_output") / args.experiment
+
+    def body() -> int:
+        report = write_report(load_from_args(args), out_dir, log_to_mlflow=not args.no_log)
+        print_report(report, args.experiment)
+        return 0
+
+    return run(body)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,12 @@ from matplotlib.figure import Figure
 from analysis.configs import as_text, config_columns, distinct_columns, varying_columns
 from analysis.importance import TARGET, Axis, param_axes, param_importances
 from analysis.loading import StudyData
+from automix import record
 
 # The paper's three AutoMix hyperparameters come first when a study sweeps them.
-FIRST = ("alpha", "mixblock_lr", "momentum")
+FIRST = ("mix.alpha", "optim.mixblock_lr", "automix.momentum")
 # Params that say which setting (table cell) a trial belongs to rather than how it was tuned.
-SETTING_PARAMS = (
-    "method", "dataset", "data.name", "data.dataset_label", "backbone", "model.backbone", "epochs",
-    "train.epochs",
-)
+SETTING_PARAMS = (record.METHOD, record.DATASET, record.BACKBONE, record.EPOCHS)
 Y_LABEL = "top-1 (%), median of last epochs"
 DPI = 110
 
@@ -46,8 +44,7 @@ class SensitivityReport:
 def sweep_parameters(study: StudyData) -> list[str]:
     """Hyperparameters that vary across the trials that ran (complete or stopped early by the
     scheduler): configuration params other than seeds and the setting (method, dataset, backbone,
-    epochs), one name per hyperparameter (`alpha`, not also `mix.alpha`), AutoMix's alpha / Mix Block
-    LR / momentum first."""
+    epochs), one name per hyperparameter, AutoMix's alpha / Mix Block LR / momentum first."""
     trials = pd.concat([study.complete_trials, study.stopped_trials])
     columns = [c for c in config_columns(trials, study.param_columns) if c not in SETTING_PARAMS]
     columns = distinct_columns(trials, columns)

@@ -1,6 +1,7 @@
-"""Reading an MLflow tracking store: connect with a clear error, page through runs, bulk metric history.
+"""Reading an MLflow tracking store: connect with a clear error, page through runs, artifacts.
 
-This is the only module of `analysis` that talks to MLflow's client; an MLflow API change lands here.
+With `analysis.history` (per-epoch metrics), the only modules of `analysis` that talk to MLflow's
+client; an MLflow API change lands here.
 """
 
 from __future__ import annotations
@@ -8,11 +9,9 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
-import pandas as pd
 from mlflow.entities import Experiment, Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -21,9 +20,6 @@ from analysis.errors import ExperimentNotFound, TrackingUnavailable
 
 # `search_runs` returns at most this many runs per call on every backend (SEARCH_MAX_RESULTS_THRESHOLD).
 MAX_PAGE_SIZE = 50_000
-HISTORY_COLUMNS = ("run_id", "key", "step", "value", "timestamp")
-# Run ids per SQL `IN (...)` list: far below SQLite's 32,766 bound-parameter limit.
-_SQL_CHUNK = 900
 
 
 def connect(tracking_uri: str, *, timeout_s: float = 5.0) -> MlflowClient:
@@ -109,93 +105,6 @@ def iter_runs(
             return
 
 
-def metric_histories(
-    client: MlflowClient, run_ids: Sequence[str], keys: Sequence[str], *, bulk: bool = True
-) -> pd.DataFrame:
-    """Every logged value of `keys` for `run_ids`: columns run_id, key, step, value, timestamp.
-
-    On a SQL-backed store (SQLite, PostgreSQL, MySQL) one query per chunk of runs reads the metric
-    table directly: MLflow's own bulk call builds an entity per value and is several times slower
-    than a whole `search_runs`. Other stores (an `http://` server) go through the public per-run
-    `get_metric_history`, in a thread pool. `bulk=False` forces that path.
-    """
-    run_ids, keys = list(run_ids), list(keys)
-    if not run_ids or not keys:
-        return _empty_history()
-    engine = _sql_engine(client) if bulk else None
-    if engine is not None:
-        return _sql_histories(engine, run_ids, keys)
-    return _per_run_histories(client, run_ids, keys)
-
-
-def _empty_history() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "run_id": pd.Series(dtype=object),
-            "key": pd.Series(dtype=object),
-            "step": pd.Series(dtype="int64"),
-            "value": pd.Series(dtype="float64"),
-            "timestamp": pd.Series(dtype="int64"),
-        }
-    )
-
-
-def _sql_engine(client: MlflowClient):
-    # The SQLAlchemy store behind a client is not public API; anything unexpected means "use the
-    # public path", never an error.
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    engine = getattr(store, "engine", None)
-    if engine is None:
-        return None
-    try:
-        from mlflow.store.tracking.dbmodels.models import SqlMetric  # noqa: F401
-    except ImportError:
-        return None
-    return engine
-
-
-def _sql_histories(engine, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
-    from mlflow.store.tracking.dbmodels.models import SqlMetric
-    from sqlalchemy import select
-
-    columns = (SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.value,
-               SqlMetric.timestamp, SqlMetric.is_nan)
-    rows: list = []
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        for i in range(0, len(run_ids), _SQL_CHUNK):
-            chunk = run_ids[i : i + _SQL_CHUNK]
-            stmt = select(*columns).where(SqlMetric.run_uuid.in_(chunk), SqlMetric.key.in_(keys))
-            # Compiled with its values inlined (escaped by the dialect) and run on the DB-API cursor:
-            # at 10^5-10^6 values SQLAlchemy's per-row processing costs twice the query itself.
-            cursor.execute(str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})))
-            rows.extend(cursor.fetchall())
-    finally:
-        raw.close()
-    if not rows:
-        return _empty_history()
-    frame = pd.DataFrame(rows, columns=[*HISTORY_COLUMNS, "is_nan"])
-    # MLflow stores NaN as (value 0, is_nan true) because the column is NOT NULL.
-    frame["value"] = frame["value"].astype("float64").mask(frame.pop("is_nan").astype(bool))
-    return frame.astype({"step": "int64", "timestamp": "int64"})
-
-
-def _per_run_histories(client: MlflowClient, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
-    pairs = [(run_id, key) for run_id in run_ids for key in keys]
-
-    def fetch(pair: tuple[str, str]) -> list[tuple]:
-        run_id, key = pair
-        return [(run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        rows = [row for chunk in pool.map(fetch, pairs) for row in chunk]
-    if not rows:
-        return _empty_history()
-    frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
-    return frame.astype({"step": "int64", "value": "float64", "timestamp": "int64"})
-
-
 def log_files(client: MlflowClient, run_id: str, paths: Sequence[Path], artifact_path: str) -> None:
     """Attach local files to a run as artifacts under `artifact_path` (shown in the MLflow UI)."""
     try:
@@ -203,3 +112,20 @@ def log_files(client: MlflowClient, run_id: str, paths: Sequence[Path], artifact
             client.log_artifact(run_id, str(path), artifact_path=artifact_path)
     except MlflowException as e:
         raise TrackingUnavailable(f"logging artifacts to run {run_id} failed: {e.message}") from e
+
+
+def list_artifact_paths(client: MlflowClient, run_id: str, folder: str) -> list[str]:
+    """Paths of the files directly under `folder` of a run's artifacts ([] when there are none)."""
+    try:
+        return [a.path for a in client.list_artifacts(run_id, folder) if not a.is_dir]
+    except (MlflowException, OSError):
+        return []
+
+
+def download_artifact(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path:
+    """One artifact of a run, copied into the folder `dst`; returns the local file."""
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client.download_artifacts(run_id, path, str(dst)))
+    except MlflowException as e:
+        raise TrackingUnavailable(f"downloading {path} of run {run_id} failed: {e.message}") from e

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from .pretrained import load_pretrained
+
 
 @dataclass(frozen=True)
 class ResNetSpec:
@@ -150,13 +152,18 @@ class WideResNet(nn.Module):
         return self.head_features(self.stage3(x))
 
 
-def build_backbone(name: str, width: int = 64, cifar_stem: bool = False) -> nn.Module:
+def build_backbone(name: str, width: int = 64, cifar_stem: bool = False, pretrained: str | None = None) -> nn.Module:
     """A backbone by config name. ``width`` is the first-stage width (64 = the published network;
-    for WRN-28-8, 16); smaller values give narrow networks for fast CPU runs."""
+    for WRN-28-8, 16); smaller values give narrow networks for fast CPU runs. ``pretrained``
+    (model.pretrained): a state_dict file or ``torchvision``, see :mod:`automix.pretrained`."""
     name = canonical_name(name)
     if name == "wide_resnet28_8":
-        return WideResNet(28, 8, width=max(width // 4, 1))  # width 64 -> the standard 16
-    return ResNetBackbone(RESNET_SPECS[name], width=width, cifar_stem=cifar_stem)
+        net: nn.Module = WideResNet(28, 8, width=max(width // 4, 1))  # width 64 -> the standard 16
+    else:
+        net = ResNetBackbone(RESNET_SPECS[name], width=width, cifar_stem=cifar_stem)
+    if pretrained is not None:
+        load_pretrained(net, pretrained, name)
+    return net
 
 
 def backbone_param_count(name: str, width: int = 64) -> int:

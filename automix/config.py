@@ -6,13 +6,13 @@ raise :class:`ConfigError` naming the dotted key and what is accepted.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, get_args, get_origin
+from typing import Any, Literal, Mapping
 
 import yaml
+
+from . import typed
 
 Method = Literal["automix", "mixup", "cutmix", "vanilla"]
 Backbone = Literal[
@@ -23,6 +23,10 @@ Backbone = Literal[
 # set of class folders root/{train,val}/<class>/*.
 DatasetName = Literal["digits", "cifar10", "cifar100", "imagenet", "tiny-imagenet", "cub200", "aircraft",
                       "imagefolder", "fake"]
+FOLDER_SETS = ("imagenet", "tiny-imagenet", "cub200", "aircraft", "imagefolder")
+# Backbones with torchvision ImageNet weights (model.pretrained: torchvision); torchvision has no
+# ResNeXt-101 32x4d, and WRN-28-8 is a CIFAR network.
+TORCHVISION_WEIGHTS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d")
 
 
 class ConfigError(ValueError):
@@ -55,6 +59,9 @@ class AutoMixConfig:
     weight_mix_q: float = 1.0
     weight_one_q: float = 1.0
     weight_mix_k: float = 1.0
+    # std of the normal init of the Mix Block's query/key conv (the spec: 0.01). At 0.01 the attention
+    # starts uniform and, on small runs, stays so (docs/mask_collapse.md); larger starts it structured.
+    qk_init_std: float = 0.01
 
     def __post_init__(self) -> None:
         for name in ("momentum", "momentum_end"):
@@ -67,6 +74,7 @@ class AutoMixConfig:
         _check(self.mask_loss_weight >= 0, "automix.mask_loss_weight", self.mask_loss_weight, ">= 0")
         _check(self.mask_loss_margin >= 0, "automix.mask_loss_margin", self.mask_loss_margin, ">= 0")
         _check(self.reduction >= 1, "automix.reduction", self.reduction, "an integer >= 1")
+        _check(self.qk_init_std > 0, "automix.qk_init_std", self.qk_init_std, "a number > 0")
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,13 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 8, "data.image_size", self.image_size, "an integer >= 8")
+        for name in ("fake_train_size", "fake_test_size", "train_subset", "test_subset", "train_per_class"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"data.{name}", v, "null or an integer >= 1")
+        _check(self.fake_num_classes >= 2, "data.fake_num_classes", self.fake_num_classes, "an integer >= 2")
+        _check(self.on_device != "on" or self.synthetic or self.name not in FOLDER_SETS, "data.on_device", "on",
+               f"auto or off for data.name={self.name}: a set of image files is decoded per sample on the "
+               f"CPU; on_device holds in-memory sets (digits, cifar10, cifar100, fake, data.synthetic)")
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,14 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self.width >= 4, "model.width", self.width, "an integer >= 4")
+        _check(self.pretrained is None or self.pretrained.strip() != "", "model.pretrained", self.pretrained,
+               "null, torchvision or the path of a state_dict file")
+        if self.pretrained == "torchvision":
+            _check(self.backbone in TORCHVISION_WEIGHTS, "model.pretrained", self.pretrained,
+                   f"a state_dict file for model.backbone={self.backbone}: torchvision has ImageNet weights "
+                   f"only for {', '.join(TORCHVISION_WEIGHTS)}")
+            _check(self.width == 64, "model.pretrained", self.pretrained,
+                   f"null with model.width={self.width}: torchvision's weights are for width 64")
 
 
 @dataclass(frozen=True)
@@ -166,6 +189,18 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
+    def __post_init__(self) -> None:
+        if self.model.pretrained == "torchvision":
+            _check(not self.cifar_stem, "model.pretrained", "torchvision",
+                   f"null with the CIFAR stem (model.stem={self.model.stem}, data.image_size="
+                   f"{self.data.image_size}): torchvision's weights need model.stem: imagenet")
+
+    @property
+    def cifar_stem(self) -> bool:
+        """The 3x3 stride-1 stem without max-pool (model.stem auto: for images up to 64 px)."""
+        stem = self.model.stem
+        return self.data.image_size <= 64 if stem == "auto" else stem == "cifar"
+
 
 def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
     if not ok:
@@ -176,64 +211,10 @@ def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
 
 def from_dict(data: Mapping[str, Any] | None, source: str = "config") -> RunConfig:
     """Build a RunConfig from a nested mapping; unknown keys and wrong types raise ConfigError."""
-    return _build(RunConfig, data or {}, prefix="", source=source)
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str):
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} in {source} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s} in {source}; accepted keys under "
-            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}")
-    kwargs = {}
-    for name, value in data.items():
-        key = prefix + name
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value if value is not None else {}, key + ".", source)
-        else:
-            kwargs[name] = _coerce(tp, value, key)
     try:
-        return cls(**kwargs)
-    except ConfigError as exc:
+        return typed.build(RunConfig, data, ConfigError)
+    except ConfigError as exc:  # a type error from typed.build or a range error from a __post_init__
         raise ConfigError(f"{exc} (in {source})") from None
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = get_origin(tp)
-    if origin is Literal:
-        choices = get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{key} = {value!r} is not one of: {' | '.join(map(str, choices))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None and type(None) in get_args(tp):
-            return None
-        return _coerce(args[0], value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key} = {value!r} must be true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key} = {value!r} must be an integer")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key} = {value!r} must be a number")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key} = {value!r} must be a string")
-    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this module, not user input
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -244,7 +225,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {item!r} has an empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc.__class__.__name__})") from None
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:
@@ -267,12 +251,10 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None,
     elif isinstance(source, Mapping):
         data, name = _deep_copy(source), "config mapping"
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        with path.open() as fh:
-            data = yaml.safe_load(fh) or {}
-        name = str(path)
+        data, name = typed.read_yaml(source, ConfigError, "config file"), str(source)
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {name} must hold a mapping of sections (method, optim, ...), "
+                              f"got {data!r}")
     items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
     for key, value in items:
         set_dotted(data, key, value)

@@ -1,6 +1,10 @@
-"""Data sets: scikit-learn's digits (built in), CIFAR-10/100, ImageNet-style folders, and fake data.
+"""The data of a run: the named set of ``data.name`` (see :mod:`automix.datasets`), read from
+``data.root`` or generated (``fake``, ``data.synthetic``), cut to ``data.train_per_class`` /
+``data.train_subset`` / ``data.test_subset``.
 
-Nothing is downloaded: a missing data set is a :class:`DataError` that names ``data.root``.
+Nothing is downloaded: a missing or malformed data set is a :class:`DataError` that names
+``data.root``, what it should hold and what it holds. :func:`check_root` makes the same check without
+reading any image, for a study to run before it starts.
 """
 from __future__ import annotations
 
@@ -8,24 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
-from torchvision import datasets
-from torchvision.transforms import v2
 
-from .config import DataConfig
+from . import tensor_sets
+from .config import ConfigError, DataConfig
+from .datasets import SPECS, DataError, DatasetSpec, spec_for
+from .folders import ClassFolders, class_folders
+from .tensor_sets import TensorImages
 
-MEAN_STD = {
-    "digits": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "fake": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
+__all__ = ["DataError", "DataSplits", "build_datasets", "check_root", "unnormalize", "labels_of", "MEAN_STD"]
 
-
-class DataError(RuntimeError):
-    """A data set is missing or malformed; the message says which setting to change."""
+MEAN_STD = {name: (s.mean, s.std) for name, s in SPECS.items()}
 
 
 @dataclass
@@ -33,112 +30,144 @@ class DataSplits:
     train: Dataset
     test: Dataset
     num_classes: int
+    spec: DatasetSpec | None = None
 
-
-def train_transform(cfg: DataConfig, mean_std) -> v2.Compose:
-    """Standard augmentation per resolution: crop + flip up to 64 px, RandomResizedCrop above."""
-    size = cfg.image_size
-    if size <= 64:
-        crop = v2.RandomCrop(size, padding=size // 8)
-    else:
-        crop = v2.RandomResizedCrop(size, antialias=True)
-    flip = [] if cfg.name == "digits" else [v2.RandomHorizontalFlip()]  # a flipped digit is another symbol
-    return v2.Compose([v2.ToImage(), crop, *flip, v2.ToDtype(torch.float32, scale=True), v2.Normalize(*mean_std)])
-
-
-def test_transform(cfg: DataConfig, mean_std) -> v2.Compose:
-    size = cfg.image_size
-    resize = [] if size <= 64 else [v2.Resize(int(size / 0.875), antialias=True), v2.CenterCrop(size)]
-    return v2.Compose([v2.ToImage(), *resize, v2.ToDtype(torch.float32, scale=True), v2.Normalize(*mean_std)])
-
-
-class TensorImages(Dataset):
-    """Images held as one uint8 tensor (N, 3, H, W) with labels, transformed per sample."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.transform(self.images[i]), int(self.labels[i])
-
-
-def _digits(cfg: DataConfig) -> DataSplits:
-    """scikit-learn's 1,797 handwritten 8x8 digits, upscaled bilinearly to image_size, grey to RGB,
-    with a fixed seeded 80/20 train/test split (the same for every run)."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
-    x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
-    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    y = torch.tensor(bunch.target, dtype=torch.long)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(20210325))
-    n_test = len(y) // 5
-    test_idx, train_idx = order[:n_test], order[n_test:]
-    ms = MEAN_STD["digits"]
-    return DataSplits(TensorImages(x[train_idx], y[train_idx], train_transform(cfg, ms)),
-                      TensorImages(x[test_idx], y[test_idx], test_transform(cfg, ms)), 10)
-
-
-def _cifar(cfg: DataConfig) -> DataSplits:
-    cls = datasets.CIFAR10 if cfg.name == "cifar10" else datasets.CIFAR100
-    ms = MEAN_STD[cfg.name]
-    try:
-        train = cls(cfg.root, train=True, download=False, transform=train_transform(cfg, ms))
-        test = cls(cfg.root, train=False, download=False, transform=test_transform(cfg, ms))
-    except RuntimeError as exc:
-        folder = "cifar-10-batches-py" if cfg.name == "cifar10" else "cifar-100-python"
-        raise DataError(
-            f"{cfg.name} not found under data.root={cfg.root!r} ({exc}). Put the python version of "
-            f"the data set there (the folder {folder}/ from the official tarball), or set data.root "
-            f"to the folder that holds it; nothing is downloaded at run time.") from None
-    return DataSplits(train, test, 10 if cfg.name == "cifar10" else 100)
-
-
-def _imagefolder(cfg: DataConfig) -> DataSplits:
-    root = Path(cfg.root)
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise DataError(f"data.name=imagefolder expects class folders under {root / split} "
-                            f"(data.root={cfg.root!r} must hold train/ and val/)")
-    ms = MEAN_STD["imagefolder"]
-    try:
-        train = datasets.ImageFolder(str(root / "train"), transform=train_transform(cfg, ms))
-        test = datasets.ImageFolder(str(root / "val"), transform=test_transform(cfg, ms))
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"cannot read image folders under data.root={cfg.root!r}: {exc}") from None
-    if train.classes != test.classes:
-        raise DataError(f"train/ and val/ under data.root={cfg.root!r} have different class folders")
-    return DataSplits(train, test, len(train.classes))
-
-
-def _fake(cfg: DataConfig) -> DataSplits:
-    """Random images with random labels (for tests and throughput benchmarks), fixed by a seed."""
-    g = torch.Generator().manual_seed(0)
-    n = cfg.fake_train_size + cfg.fake_test_size
-    x = torch.randint(0, 256, (n, 3, cfg.image_size, cfg.image_size), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, cfg.fake_num_classes, (n,), generator=g)
-    ms = MEAN_STD["fake"]
-    k = cfg.fake_train_size
-    return DataSplits(TensorImages(x[:k], y[:k], train_transform(cfg, ms)),
-                      TensorImages(x[k:], y[k:], test_transform(cfg, ms)), cfg.fake_num_classes)
+    @property
+    def skipped_images(self) -> int:
+        """Unreadable images skipped so far (``data.skip_corrupt``), train and test."""
+        return sum(getattr(_base(d), "skipped", 0) for d in (self.train, self.test))
 
 
 def build_datasets(cfg: DataConfig) -> DataSplits:
-    builders = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar,
-                "imagefolder": _imagefolder, "fake": _fake}
-    splits = builders[cfg.name](cfg)
+    spec = spec_for(cfg.name)
+    if cfg.synthetic or spec.source == "fake":
+        splits = _in_memory(spec, cfg, tensor_sets.random_images(
+            cfg.fake_train_size, cfg.fake_test_size, cfg.image_size, spec.num_classes or cfg.fake_num_classes))
+    elif spec.source == "digits":
+        splits = _in_memory(spec, cfg, tensor_sets.digits(cfg.image_size))
+    elif spec.source == "cifar":
+        check_root(cfg)
+        if cfg.image_size != spec.stored_size:
+            raise ConfigError(f"data.image_size = {cfg.image_size}: {cfg.name} images are {spec.stored_size} px; "
+                              f"set data.image_size: {spec.stored_size}")
+        splits = _in_memory(spec, cfg, tensor_sets.cifar(cfg.name, cfg.root))
+    else:
+        splits = _folder_splits(spec, cfg)
+    if cfg.train_per_class is not None:
+        splits.train = _subset(splits.train, first_per_class(labels_of(splits.train), cfg.train_per_class,
+                                                             splits.num_classes, cfg.name))
     if cfg.train_subset is not None:
-        splits.train = Subset(splits.train, range(min(cfg.train_subset, len(splits.train))))
+        splits.train = _subset(splits.train, list(range(min(cfg.train_subset, len(splits.train)))))
     if cfg.test_subset is not None:
-        splits.test = Subset(splits.test, range(min(cfg.test_subset, len(splits.test))))
+        splits.test = _subset(splits.test, list(range(min(cfg.test_subset, len(splits.test)))))
     return splits
+
+
+def _in_memory(spec: DatasetSpec, cfg: DataConfig, arrays: tensor_sets.Arrays) -> DataSplits:
+    x_train, y_train, x_test, y_test = arrays
+    num_classes = spec.num_classes or cfg.fake_num_classes
+    return DataSplits(TensorImages(x_train, y_train, spec.train_transform(cfg.image_size)),
+                      TensorImages(x_test, y_test, spec.test_transform(cfg.image_size)), num_classes, spec)
+
+
+def _folder_splits(spec: DatasetSpec, cfg: DataConfig) -> DataSplits:
+    classes = _checked_classes(cfg)
+    root = Path(cfg.root)
+    train = ClassFolders(root / "train", classes, spec.train_transform(cfg.image_size), cfg.skip_corrupt)
+    test = ClassFolders(root / "val", classes, spec.test_transform(cfg.image_size), cfg.skip_corrupt)
+    return DataSplits(train, test, len(classes), spec)
+
+
+# --------------------------------------------------------------------------- cheap checks
+
+def check_root(cfg: DataConfig) -> None:
+    """Check that ``data.root`` holds the files of ``data.name`` without decoding any image. Raises
+    DataError naming data.root, what was expected and what was found."""
+    _checked_classes(cfg)
+
+
+def _checked_classes(cfg: DataConfig) -> list[str]:
+    """:func:`check_root`, returning the class folder names of a folder set (``[]`` otherwise)."""
+    spec = spec_for(cfg.name)
+    if cfg.synthetic or spec.source in ("fake", "digits"):
+        return []
+    root = Path(cfg.root)
+    if spec.source == "cifar":
+        folder, train_files, test_files, _ = tensor_sets.CIFAR_FILES[cfg.name]
+        missing = [f for f in (*train_files, *test_files) if not (root / folder / f).is_file()]
+        if missing:
+            _fail(cfg, spec, f"{root / folder} lacks {', '.join(missing)}")
+        return []
+    splits = {}
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            _fail(cfg, spec, f"there is no folder {root / split}")
+        splits[split] = class_folders(root / split)
+        if not splits[split]:
+            _fail(cfg, spec, f"{root / split} holds no class folders")
+    if splits["train"] != splits["val"]:
+        only = sorted(set(splits["train"]) ^ set(splits["val"]))
+        _fail(cfg, spec, f"train/ has {len(splits['train'])} class folders and val/ {len(splits['val'])}; "
+                         f"not in both: {', '.join(only[:5])}{' ...' if len(only) > 5 else ''}")
+    if spec.num_classes is not None and len(splits["train"]) != spec.num_classes:
+        _fail(cfg, spec, f"{len(splits['train'])} class folders, not {spec.num_classes} (for a part of "
+                         f"{cfg.name} use data.name: imagefolder)")
+    return splits["train"]
+
+
+def _fail(cfg: DataConfig, spec: DatasetSpec, found: str) -> None:
+    root = Path(cfg.root)
+    if root.is_dir():
+        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+        holds = f"it holds {', '.join(entries[:8])}{' ...' if len(entries) > 8 else ''}" if entries else "it is empty"
+    else:
+        holds = "it does not exist"
+    raise DataError(f"data.name={cfg.name} expects under data.root={cfg.root!r} {spec.layout}; found: {found} "
+                    f"({holds}). Set data.root to the folder that holds it; nothing is downloaded.")
+
+
+# --------------------------------------------------------------------------- subsets
+
+def _base(ds: Dataset) -> Dataset:
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    return ds
+
+
+def _subset(ds: Dataset, indices: list[int]) -> Subset:
+    """A Subset of the underlying set (not nested), so its labels and tensors stay reachable."""
+    if isinstance(ds, Subset):
+        return Subset(ds.dataset, [ds.indices[i] for i in indices])
+    return Subset(ds, indices)
+
+
+def indices_of(ds: Dataset) -> list[int] | range:
+    return ds.indices if isinstance(ds, Subset) else range(len(ds))
+
+
+def labels_of(ds: Dataset) -> torch.Tensor:
+    """Labels (N,) of a data set of this module without reading its images."""
+    base = _base(ds)
+    labels = base.labels if isinstance(base, TensorImages) else torch.as_tensor(base.targets)
+    return labels[torch.as_tensor(list(indices_of(ds)), dtype=torch.long)] if isinstance(ds, Subset) else labels
+
+
+def first_per_class(labels: torch.Tensor, n: int, num_classes: int, name: str) -> list[int]:
+    """Indices of the first ``n`` samples of each class, in the set's order (low-data regime)."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    if int(counts.min()) < n:
+        c = int(counts.argmin())
+        raise ConfigError(f"data.train_per_class = {n}: class {c} of {name} has only {int(counts[c])} training "
+                          f"images; use at most {int(counts.min())}")
+    order = torch.argsort(labels, stable=True)
+    starts = torch.cumsum(counts, 0) - counts  # where each class begins in the sorted order
+    rank = torch.empty_like(labels)
+    rank[order] = torch.arange(len(labels)) - starts[labels[order]]  # the k-th sample of its class
+    return torch.nonzero(rank < n).flatten().tolist()
 
 
 def unnormalize(x: torch.Tensor, name: str) -> torch.Tensor:
     """Back to [0, 1] for pictures. x: (N, 3, H, W)."""
-    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in MEAN_STD[name])
+    spec = spec_for(name)
+    mean, std = (torch.tensor(v, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) for v in (spec.mean, spec.std))
     return (x * std + mean).clamp(0, 1)

@@ -1,42 +1,71 @@
-"""The batches of a run: train and test loaders for this process's shard, behind one small interface
-that the training loop uses whatever feeds it (a DataLoader over per-sample CPU transforms, or a
-uint8 data set held on the device with batched augmentation, ``data.on_device``)."""
+"""The batches of a run: train and test batches of this process's shard, behind one small interface
+that the training loop uses whatever feeds it:
+
+- :class:`HostLoaders`: DataLoaders over per-sample CPU transforms (every set);
+- :class:`DeviceLoaders`: an in-memory uint8 set held on the device, augmented a batch at a time
+  there (``data.on_device``; digits, CIFAR, fake, synthetic data).
+
+Both take the sample order from DistributedSampler (shuffle with ``train.seed + epoch``, drop_last,
+strided rank shards), so ``set_epoch`` + the batches of an epoch are the same on every replay.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from .config import ConfigError, RunConfig
-from .data import DataSplits, build_datasets
+from .data import DataSplits, build_datasets, indices_of, labels_of
+from .device_data import DeviceImages, DeviceTestBatches, DeviceTrainBatches
+from .tensor_sets import TensorImages
+
+ON_DEVICE_AUTO_MAX_BYTES = 2 << 30  # data.on_device auto: sets up to 2 GiB of uint8 go to the GPU
 
 
 @dataclass
 class Loaders:
-    """train: yields (x (n, C, H, W), y (n,)) batches of this rank, on ``device``; test: this rank's
-    disjoint slice of the test set (the counts summed over ranks are exact)."""
+    """train_batches: (x (n, C, H, W) float, y (n,) long) of this rank, on ``device``, ``local_batch_size``
+    each, ``steps_per_epoch`` of them (before train.max_steps_per_epoch); test_batches: this rank's
+    disjoint slice of the test set (counts summed over ranks are exact)."""
     splits: DataSplits
-    train: Iterable[tuple[Tensor, Tensor]]
-    test: Iterable[tuple[Tensor, Tensor]]
-    steps_per_epoch: int  # full batches per epoch on each rank (before train.max_steps_per_epoch)
+    steps_per_epoch: int
     local_batch_size: int
     device: torch.device
-    _sampler: DistributedSampler | None = None
-    _generator: torch.Generator | None = None
+    on_device: bool = field(default=False, init=False)  # which feed this is, for the record
 
     @property
     def num_classes(self) -> int:
         return self.splits.num_classes
 
+    @property
+    def skipped_images(self) -> int:
+        """Unreadable images skipped so far (data.skip_corrupt), counted across DataLoader workers."""
+        return self.splits.skipped_images
+
     def set_epoch(self, epoch: int, seed: int) -> None:
-        """Shuffle for ``epoch``; ``seed`` (derived from seed, epoch, rank) drives worker seeds."""
-        if self._sampler is not None:
-            self._sampler.set_epoch(epoch)
-        if self._generator is not None:
-            self._generator.manual_seed(seed)
+        """Shuffle for ``epoch``; ``seed`` (derived from seed, epoch, rank) drives the augmentation draws."""
+        raise NotImplementedError
+
+    def train_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def test_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+
+@dataclass
+class HostLoaders(Loaders):
+    train: DataLoader | None = None
+    test: DataLoader | None = None
+    sampler: DistributedSampler | None = None
+    generator: torch.Generator | None = None
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(seed)  # DataLoader worker seeds and in-process transform draws
 
     def train_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         for x, y in self.train:
@@ -45,6 +74,24 @@ class Loaders:
     def test_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         for x, y in self.test:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+@dataclass
+class DeviceLoaders(Loaders):
+    train: DeviceTrainBatches | None = None
+    test: DeviceTestBatches | None = None
+
+    def __post_init__(self) -> None:
+        self.on_device = True
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        self.train.set_epoch(epoch, seed)
+
+    def train_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iter(self.train)
+
+    def test_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iter(self.test)
 
 
 def build_loaders(cfg: RunConfig, rank: int, world_size: int, device: torch.device) -> Loaders:
@@ -56,13 +103,54 @@ def build_loaders(cfg: RunConfig, rank: int, world_size: int, device: torch.devi
     if len(splits.train) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is larger than the training set "
                           f"({len(splits.train)} images of {cfg.data.name})")
+    if _use_device(cfg, splits, device):
+        return _device_loaders(cfg, splits, rank, world_size, device, local_bs)
     sampler = DistributedSampler(splits.train, num_replicas=world_size, rank=rank, shuffle=True,
                                  seed=cfg.train.seed, drop_last=True)
     pin = device.type == "cuda"
     generator = torch.Generator()
-    train_loader = DataLoader(splits.train, batch_size=local_bs, sampler=sampler, drop_last=True,
-                              num_workers=cfg.train.num_workers, pin_memory=pin, generator=generator)
+    train = DataLoader(splits.train, batch_size=local_bs, sampler=sampler, drop_last=True,
+                       num_workers=cfg.train.num_workers, pin_memory=pin, generator=generator)
     shard = Subset(splits.test, range(rank, len(splits.test), world_size))
-    test_loader = DataLoader(shard, batch_size=cfg.train.eval_batch_size, shuffle=False,
-                             num_workers=cfg.train.num_workers, pin_memory=pin)
-    return Loaders(splits, train_loader, test_loader, len(train_loader), local_bs, device, sampler, generator)
+    test = DataLoader(shard, batch_size=cfg.train.eval_batch_size, shuffle=False,
+                      num_workers=cfg.train.num_workers, pin_memory=pin)
+    return HostLoaders(splits, len(train), local_bs, device, train=train, test=test, sampler=sampler,
+                       generator=generator)
+
+
+def _tensors(ds) -> tuple[Tensor, Tensor] | None:
+    """(images uint8 (N, 3, H, W), labels (N,)) of an in-memory set or a subset of one; None otherwise."""
+    base = ds.dataset if isinstance(ds, Subset) else ds
+    if not isinstance(base, TensorImages):
+        return None
+    index = torch.as_tensor(list(indices_of(ds)), dtype=torch.long)
+    return base.images[index], labels_of(ds)
+
+
+def _use_device(cfg: RunConfig, splits: DataSplits, device: torch.device) -> bool:
+    mode = cfg.data.on_device
+    if mode == "off":
+        return False
+    train = _tensors(splits.train)
+    size = cfg.data.image_size
+    if train is None or _tensors(splits.test) is None or not splits.spec.batched_augment_ok(size):
+        if mode == "on":
+            raise ConfigError(
+                f"data.on_device = on: {cfg.data.name} at {size} px cannot be augmented on the device (it does "
+                f"the padded random crop + flip of sets held in memory up to 64 px: digits, cifar10, cifar100, "
+                f"fake, data.synthetic); set data.on_device: auto or off")
+        return False
+    if mode == "on":
+        return True
+    nbytes = sum(t[0].numel() for t in (train, _tensors(splits.test)))
+    return device.type == "cuda" and nbytes <= ON_DEVICE_AUTO_MAX_BYTES
+
+
+def _device_loaders(cfg: RunConfig, splits: DataSplits, rank: int, world_size: int, device: torch.device,
+                    local_bs: int) -> DeviceLoaders:
+    spec, size = splits.spec, cfg.data.image_size
+    train = DeviceImages(*_tensors(splits.train), spec.mean, spec.std, device)
+    test = DeviceImages(*_tensors(splits.test), spec.mean, spec.std, device)
+    batches = DeviceTrainBatches(train, local_bs, rank, world_size, cfg.train.seed, pad=size // 8, flip=spec.flip)
+    return DeviceLoaders(splits, len(batches), local_bs, device, train=batches,
+                         test=DeviceTestBatches(test, cfg.train.eval_batch_size, rank, world_size))

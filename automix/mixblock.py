@@ -16,7 +16,7 @@ class MixBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, reduction: int = 2, lambda_channel: bool = True,
-                 upsample: str = "nearest"):
+                 upsample: str = "nearest", qk_init_std: float = 0.01):
         super().__init__()
         if upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample {upsample!r} is not one of: nearest | bilinear")
@@ -26,8 +26,8 @@ class MixBlock(nn.Module):
         self.inter = max(in_channels // reduction, 1)
         self.qk = nn.Conv2d(c_in, self.inter, kernel_size=1)  # shared by query and key
         self.v = nn.Conv2d(c_in, 1, kernel_size=1)
-        for conv in (self.qk, self.v):
-            nn.init.normal_(conv.weight, 0.0, 0.01)
+        for conv, std in ((self.qk, qk_init_std), (self.v, 0.01)):
+            nn.init.normal_(conv.weight, 0.0, std)
             nn.init.zeros_(conv.bias)
 
     def forward(self, z: Tensor, lam: float, perm: Tensor, image_size: tuple[int, int]) -> Tensor:

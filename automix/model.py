@@ -31,9 +31,13 @@ class Classifier(nn.Module):
 
 @dataclass
 class StepOutput:
-    """loss: the scalar to backpropagate; terms: its named, weighted parts (for logging and tests)."""
+    """loss: the scalar to backpropagate; terms: its named, weighted parts (for logging and tests);
+    AutoMix also hands out the mb mask it trained on, for the mask diagnostics (automix/diagnostics.py)
+    without a second pass: s_mb (N, 1, H, W), detached, and its lam_mb."""
     loss: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
+    s_mb: Tensor | None = None
+    lam_mb: float | None = None
 
 
 @dataclass
@@ -70,18 +74,19 @@ class AutoMixNet(nn.Module):
         super().__init__()
         a = cfg.automix
         self.cfg = cfg
-        self.q = Classifier(build_backbone(cfg.model.backbone, cfg.model.width, cifar_stem), num_classes,
+        self.q = Classifier(build_backbone(cfg.model.backbone, cfg.model.width, cifar_stem, cfg.model.pretrained), num_classes,
                             heads=("one", "mix"))
         self.k = copy.deepcopy(self.q)
         for p in self.k.parameters():
             p.requires_grad_(False)
-        self.mixblock = MixBlock(self.q.backbone.stage3_channels, a.reduction, a.lambda_channel, a.upsample)
+        self.mixblock = MixBlock(self.q.backbone.stage3_channels, a.reduction, a.lambda_channel, a.upsample,
+                                 a.qk_init_std)
 
     def draw(self, n: int, rng: np.random.Generator, gen: torch.Generator, device,
              image_size: tuple[int, int]) -> AutoMixDraws:
         alpha = self.cfg.mix.alpha
         return AutoMixDraws(lam_mb=mixing.sample_lam(alpha, rng), lam_bb=mixing.sample_lam(alpha, rng),
-                            perm_mb=mixing.sample_perm(n, gen, device), perm_bb=mixing.sample_perm(n, gen, device))
+                            perm_mb=_perm(n, gen, device), perm_bb=_perm(n, gen, device))
 
     def masks(self, x: Tensor, d: AutoMixDraws) -> tuple[Tensor, Tensor]:
         """s_mb (with grad to the Mix Block) and s_bb (detached), each (N, 1, H, W)."""
@@ -110,11 +115,19 @@ class AutoMixNet(nn.Module):
         l_one_q = a.weight_one_q * F.cross_entropy(self.q(x, "one").float(), y)
         l_mix_q = a.weight_mix_q * mixing.mixup_ce(self.q(x_mix_bb, "mix"), y, d.perm_bb, d.lam_bb)
         terms = {"mix_q": l_mix_q, "one_q": l_one_q, "mix_k": l_mix_k, "mask": l_mask}
-        return StepOutput(loss=l_mix_q + l_one_q + l_mix_k + l_mask, terms=terms)
+        return StepOutput(loss=l_mix_q + l_one_q + l_mix_k + l_mask, terms=terms, s_mb=s_mb.detach(),
+                          lam_mb=d.lam_mb)
 
     @torch.no_grad()
     def preview(self, x: Tensor, d: AutoMixDraws) -> MixPreview:
-        s_mb, _ = self.masks(x, d)
+        # masks() runs k in train mode (as a step does), which moves k's BatchNorm running statistics,
+        # and k is the encoder that is evaluated: drawing a picture must not change the run.
+        saved = [b.clone() for b in self.k.buffers()]
+        try:
+            s_mb, _ = self.masks(x, d)
+        finally:
+            for buf, value in zip(self.k.buffers(), saved):
+                buf.copy_(value)
         return MixPreview(x, x[d.perm_mb], s_mb.expand(-1, 1, *x.shape[-2:]), mixing.mix(x, s_mb, d.perm_mb))
 
     def eval_models(self) -> dict[str, nn.Module]:
@@ -128,13 +141,13 @@ class BaselineNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.method = cfg.method
-        self.q = Classifier(build_backbone(cfg.model.backbone, cfg.model.width, cifar_stem), num_classes)
+        self.q = Classifier(build_backbone(cfg.model.backbone, cfg.model.width, cifar_stem, cfg.model.pretrained), num_classes)
 
     def draw(self, n: int, rng: np.random.Generator, gen: torch.Generator, device, image_size) -> MixDraws | None:
         if self.method == "vanilla":
             return None
         lam = mixing.sample_lam(self.cfg.mix.alpha, rng)
-        perm = mixing.sample_perm(n, gen, device)
+        perm = _perm(n, gen, device)
         if self.method == "mixup":
             return MixDraws(lam, perm, torch.full((1, 1, 1, 1), 1.0 - lam, device=device))
         mask, lam = mixing.cutmix_mask(lam, *image_size, generator=gen, device=device)
@@ -156,6 +169,16 @@ class BaselineNet(nn.Module):
 
     def eval_models(self) -> dict[str, nn.Module]:
         return {"top1": self.q, "top1_q": self.q}
+
+
+def _perm(n: int, gen: torch.Generator, device) -> Tensor:
+    """A permutation drawn on the CPU from ``gen`` (the same draws on every device), sent to a GPU
+    through pinned memory without blocking: a plain copy from pageable memory waits for the GPU's
+    queue to drain, a host sync in every step."""
+    perm = mixing.sample_perm(n, gen, "cpu")
+    if torch.device(device).type != "cuda":
+        return perm.to(device)
+    return perm.pin_memory().to(device, non_blocking=True)
 
 
 def build_net(cfg: RunConfig, num_classes: int) -> AutoMixNet | BaselineNet:

@@ -146,3 +146,10 @@ def trial_run_name(values: Mapping[str, Any], trial_id: str) -> str:
 def _param_text(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5990] + "..."
+
+
+# --------------------------------------------------------------------------- added by H3-data
+# Unreadable images replaced so far under data.skip_corrupt (automix.loaders.Loaders.skipped_images,
+# cumulative, this rank's DataLoader workers included; sum over ranks). Always 0 without skip_corrupt:
+# an unreadable image then stops the run with its file name.
+SKIPPED_IMAGES = "skipped_images"

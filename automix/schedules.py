@@ -30,10 +30,21 @@ def mask_loss_weight(t: int, total: int, w0: float, decay: str) -> float:
     raise ValueError(f"mask loss decay {decay!r} is not one of: none | cosine")
 
 
-def cosine_lr_factor(base: float, minimum: float, total: int):
-    """A LambdaLR factor function: lr(t) = cosine(t, T, base, minimum) expressed relative to base."""
+def warmup_cosine(t: int, total: int, warmup: int, start: float, end: float) -> float:
+    """Linear warm-up over the first ``warmup`` iterations, then cosine from ``start`` to ``end``.
+
+    During the warm-up lr(t) = start * (t + 1) / (warmup + 1): a small step at t = 0 (not exactly 0,
+    which would waste an iteration), rising linearly to just below ``start``; from t = warmup the
+    cosine anneals over the remaining ``total - warmup`` iterations, so lr(total) = ``end``."""
+    if t < warmup:
+        return start * (t + 1) / (warmup + 1)
+    return cosine(t - warmup, total - warmup, start, end)
+
+
+def cosine_lr_factor(base: float, minimum: float, total: int, warmup: int = 0):
+    """A LambdaLR factor function: lr(t) = warmup_cosine(t, T, warmup, base, minimum) relative to base."""
     def factor(t: int) -> float:
-        return cosine(t, total, base, minimum) / base
+        return warmup_cosine(t, total, warmup, base, minimum) / base
     return factor
 
 

@@ -3,10 +3,11 @@
 Fills a SQLite store with RUNS trial runs of EPOCHS epochs each (every per-epoch metric of the
 layout), then times, in one warm process:
   - bare:  `mlflow.search_runs(experiment_names=[study])`, the plain MLflow query of the experiment;
-  - table: `load_study(..., history_keys=("top1",))` + `build_results` + `render`, i.e. what
+  - table: `load_experiment(..., history_keys=("top1",))` + `build_results` + `render`, i.e. what
            `python -m analysis.paper_table` does.
 Prints JSON with the median seconds of REPEAT interleaved timings and the median ratio of table to
-bare over those pairs (target: table < 1.5 x bare).
+bare over those pairs (target: table <= 1.5 x bare), and the path the metric history was read
+through (`sql`: the guarded fast path; `public`: MLflow's per-run API, with the reason).
 One-time costs (imports, the first model built for the parameter count) are measured separately.
 
     python benchmarks/analysis_scale.py [--runs 2000] [--epochs 50] [--db PATH] [--repeat 3]
@@ -32,15 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from analysis.loading import TRIAL_FILTER, load_study  # noqa: E402
-from analysis.paper_table import build_results, param_count_m, render  # noqa: E402
+from analysis.history import metric_histories  # noqa: E402
+from analysis.loading import TRIAL_FILTER, load_experiment  # noqa: E402
+from analysis.render import render  # noqa: E402
+from analysis.table import build_results, param_count_m  # noqa: E402
 from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params  # noqa: E402
 
 STUDY = "analysis-scale"
 METHODS = ("vanilla", "mixup", "cutmix", "automix")
 BACKBONES = ("resnet18", "resnet50")
 ALPHAS = (0.5, 1.0, 2.0)
-EXTRA_KEYS = ("top1_q", "train_loss", "lr", "momentum", "epoch_time_s")
+EXTRA_KEYS = ("top1_q", "train_loss", "sched_lr", "sched_ema_momentum", "epoch_time_s")
 
 
 def fill(uri: str, runs: int, epochs: int) -> float:
@@ -109,10 +112,11 @@ def main() -> None:
         param_count_m(backbone)
     first_param_count_s = time.perf_counter() - start
     n_bare = len(mlflow.search_runs(experiment_names=[STUDY]))  # warm both paths once
-    study = load_study(uri, STUDY, history_keys=("top1",))
+    study = load_experiment(uri, STUDY, history_keys=("top1",))
+    print(f"metric history read through: {study.history_path}", file=sys.stderr, flush=True)
 
     def table() -> str:
-        loaded = load_study(uri, STUDY, history_keys=("top1",))
+        loaded = load_experiment(uri, STUDY, history_keys=("top1",))
         return render(build_results(loaded), "md", loaded)
 
     # Interleaved, so that load from other processes hits both alike; the ratio is taken per pair.
@@ -122,7 +126,9 @@ def main() -> None:
         table_all.append(timed(table))
     bare_s, table_s = statistics.median(bare_all), statistics.median(table_all)
     ratio = statistics.median(t / b for t, b in zip(table_all, bare_all, strict=True))
-    full_s = timed(lambda: load_study(uri, STUDY))
+    full_s = timed(lambda: load_experiment(uri, STUDY))
+    client = MlflowClient(tracking_uri=uri)
+    reason = metric_histories(client, list(study.trials["run_id"][:1]), ["top1"]).reason
     print(json.dumps({
         "runs": len(study.trials),
         "runs_in_bare_query": n_bare,
@@ -132,6 +138,8 @@ def main() -> None:
         "bare_search_runs_s": round(bare_s, 3),
         "table_s": round(table_s, 3),
         "ratio_table_to_bare": round(ratio, 3),
+        "history_path": study.history_path,
+        "history_path_reason": reason,
         "target_ratio": 1.5,
         "bare_all_s": [round(t, 3) for t in bare_all],
         "table_all_s": [round(t, 3) for t in table_all],

@@ -35,7 +35,9 @@ def make_stepper(method: str, args) -> tuple[Stepper, torch.nn.Module]:
     opt, sched = build_optimizer(cfg, net, TOTAL)
     ema = EMA(net.k, net.q) if isinstance(net, AutoMixNet) else None
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    return Stepper(net, net, opt, sched, scaler, ema, Schedule(cfg, TOTAL), amp_context("none", torch.device("cpu"))), net
+    stepper = Stepper(net, net, opt, sched, scaler, ema, Schedule(cfg, TOTAL), amp_context("none", torch.device("cpu")),
+                      check_finite_every=cfg.train.check_finite_every)  # as the training loop builds it
+    return stepper, net
 
 
 def network_passes(net: AutoMixNet, x, y):

@@ -69,7 +69,7 @@ def fixed_work_train(cfg, output_dir, *, reporter=None, resume_from=None, device
         for _ in range(iters):
             _unit(a)
         metrics = {"epoch": epoch, "top1": float(epoch), "top1_q": float(epoch), "train_loss": 1.0 / epoch,
-                   "lr": 0.1, "momentum": 0.99, "world_size": 1}
+                   "sched_lr": 0.1, "sched_ema_momentum": 0.99, "world_size": 1}
         artifacts = []
         if epoch == start:
             (out / "config.yaml").write_text(f"epochs: {cfg.train.epochs}\n")

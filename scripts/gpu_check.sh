@@ -1,111 +1,111 @@
 #!/usr/bin/env bash
-# GPU check, one prepared script for a one-GPU machine (< 8 minutes):
-#   (a) AutoMix vs vanilla, ResNet-18 on fake 32 px data, 200 steps each (2 epochs x 100 steps,
-#       batch 128), bf16 autocast + channels_last: prints images/s of both (steady epoch: the 2nd);
-#   (b) a 1-worker GPU study through tune_runner.py (2 trials, 1 GPU each, one after the other,
-#       tracked in a local MLflow store), checked: every trial finished on the GPU and was logged.
-# A 2-worker (data-parallel) trial needs two GPUs, so it is not tried here.
+# GPU check: one prepared script for a bare one-GPU machine, well under 8 minutes, that writes ONE
+# JSON file ($OUT/gpu_check.json when $OUT is set, else ./gpu_check.json) holding:
+#   gpu         nvidia-smi's name, memory and driver
+#   setup       the Python used, how the study's packages were found or installed, or why not
+#   throughput  benchmarks/gpu_throughput.py: images/s and peak memory of vanilla, mixup, cutmix,
+#               AutoMix; ResNet-18 CIFAR 32 px b256 and ResNet-50 224 px b64; amp none and bf16;
+#               DataLoader vs data.on_device
+#   packing     benchmarks/trial_packing.py: 4 AutoMix trials sharing the GPU vs 1 trial
+#   study       tune_runner.py on a 4-trial study with resources.gpus_per_worker 0.25 (4 trials at
+#               once on the one GPU), CIFAR-shaped fake data, bf16: each trial's status and top-1
+#               from its MLflow record, and how many trials ran at the same time
 #
-#   bash scripts/gpu_check.sh                # results in $OUT (default runs/gpu_check)
-#   PYTHON=/path/to/python bash scripts/gpu_check.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-$PWD/runs/gpu_check}
-WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)   # checkpoints stay here, out of $OUT
-mkdir -p "$OUT"
+#   bash scripts/gpu_check.sh
+#   GPU_CHECK_DRY_RUN=1 bash scripts/gpu_check.sh   # the same steps smoke-sized on the CPU (CI, laptops)
+# Environment:
+#   PYTHON=...            interpreter to start from (default: .venv/bin/python when it imports
+#                         torch, else python3 - on a GPU image, the one that holds CUDA torch)
+#   GPU_CHECK_WHEELS=DIR  install missing packages from the wheels in DIR only (a machine with no
+#                         package index); without it pip tries the index once, briefly
+#
+# The machine's own torch is used, never replaced: a venv with --system-site-packages sees it, and
+# only packages that are missing (ray, optuna, mlflow, ... for the study) are installed into the
+# venv, at the versions of docker/requirements.lock. The project itself is not installed (its
+# Python pin may differ from the machine's); it is imported from this checkout via PYTHONPATH.
+# Each part has its own time limit; a part that fails or cannot run says why in the JSON and the
+# others still run. Exit status 0 when every part that ran succeeded.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+DRY=${GPU_CHECK_DRY_RUN:-0}
+RESULT=${OUT:+$OUT/gpu_check.json}
+RESULT=${RESULT:-$PWD/gpu_check.json}
+WORK=$(mktemp -d /tmp/gpu_check.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
+PARTS=$WORK/parts
+mkdir -p "$PARTS"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+started=$(date +%s)
+say() { echo "[gpu_check +$(( $(date +%s) - started ))s] $*"; }
 
-"$PY" - <<'PY'
-import sys, torch
-if not torch.cuda.is_available():
-    sys.exit("gpu_check: torch sees no CUDA device")
-print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}, "
-      f"bf16 supported: {torch.cuda.is_bf16_supported()}", flush=True)
-PY
+# ---------------------------------------------------------------- the GPU
+if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$PARTS/gpu.txt" 2>&1
+else
+    echo "nvidia-smi not found" > "$PARTS/gpu.txt"
+fi
+say "GPU: $(head -n 1 "$PARTS/gpu.txt")"
 
-echo "== (a) throughput: vanilla vs AutoMix, ResNet-18, fake 32 px, bf16 + channels_last"
-timeout 240 "$PY" - "$WORK/throughput" "$OUT/throughput.json" <<'PY'
-import json, sys
-from automix.config import load_config
-from automix.train import train
+# ---------------------------------------------------------------- Python and packages
+if [ -n "${PYTHON:-}" ]; then
+    BASE=$PYTHON
+elif [ -x .venv/bin/python ] && .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    BASE=.venv/bin/python
+else
+    BASE=$(command -v python3 || echo python3)
+fi
+# A venv of our own for what is missing, which sees every package of BASE through a .pth file
+# (--system-site-packages would not: on GPU images python3 is itself a venv). pip installs into it
+# only; BASE is never changed.
+PY=$BASE
+if ! "$BASE" -c "import torch, torchvision, ray.tune, ray.train, optuna, mlflow, pandas" >/dev/null 2>&1; then
+    VENV=$WORK/venv
+    if "$BASE" -m venv "$VENV" > "$PARTS/venv.log" 2>&1; then
+        PY=$VENV/bin/python
+        "$BASE" -c "import site, sys; print('\n'.join(p for p in sys.path if p.endswith('-packages')))" \
+            > "$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_gpu_check_base.pth"
+    fi
+fi
+"$PY" scripts/gpu_check_report.py setup "$PARTS" "$BASE" "$PY" "${GPU_CHECK_WHEELS:-}" "$DRY"
+say "setup: $("$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['summary'])" "$PARTS/setup.json")"
 
-work, out = sys.argv[1], sys.argv[2]
-BATCH, STEPS_PER_EPOCH, EPOCHS = 128, 100, 2
-results = {}
-for method in ("vanilla", "automix"):
-    cfg = load_config({
-        "method": method,
-        # m0 0.97: an EMA horizon that fits a 200-step run (throughput does not depend on it)
-        "automix": {"lambda_channel": False, "momentum": 0.97, "momentum_end": 0.999},
-        "train": {"epochs": EPOCHS, "batch_size": BATCH, "max_steps_per_epoch": STEPS_PER_EPOCH,
-                  "device": "cuda", "amp": "bf16", "channels_last": True, "num_workers": 4,
-                  "mix_grid_every": 0, "progress": "none", "eval_batch_size": 512},
-        "data": {"name": "fake", "image_size": 32, "fake_train_size": BATCH * STEPS_PER_EPOCH,
-                 "fake_test_size": 512, "fake_num_classes": 100},
-        "model": {"backbone": "resnet18", "stem": "cifar"},
-    })
-    history = train(cfg, f"{work}/{method}")
-    steady = history[-1]  # epoch 1 pays for cuDNN autotuning and allocator warm-up
-    per_epoch = [round(STEPS_PER_EPOCH * BATCH / h["epoch_time_s"], 1) for h in history]
-    results[method] = {"images_per_s": per_epoch[-1], "images_per_s_by_epoch": per_epoch,
-                       "steps": STEPS_PER_EPOCH * EPOCHS, "train_loss": steady["train_loss"],
-                       "top1": steady["top1"]}
-    print(f"{method:8s} {per_epoch[-1]:9.1f} images/s (epochs: {per_epoch}), "
-          f"loss {steady['train_loss']:.3f}", flush=True)
-ratio = results["vanilla"]["images_per_s"] / results["automix"]["images_per_s"]
-results["automix_step_cost_over_vanilla"] = round(ratio, 2)
-print(f"AutoMix costs {ratio:.2f}x a vanilla step", flush=True)
-json.dump(results, open(out, "w"), indent=2)
-PY
+run_part() {  # run_part NAME SECONDS COMMAND...: stdout to NAME.json, stderr to NAME.log, rc to NAME.rc
+    local name=$1 limit=$2
+    shift 2
+    say "$name: $* (limit ${limit}s)"
+    timeout "$limit" "$@" > "$PARTS/$name.json" 2> "$PARTS/$name.log"
+    echo $? > "$PARTS/$name.rc"
+    say "$name: exit $(cat "$PARTS/$name.rc")"
+    tail -n 30 "$PARTS/$name.log"
+}
 
-echo "== (b) a 1-worker GPU study through tune_runner.py"
-cat > "$WORK/gpu_smoke.yaml" <<'YAML'
-name: gpu_smoke
-description: ResNet-18 AutoMix on fake 32 px data, 1 GPU per trial, bf16 + channels_last.
-base:
-  method: automix
-  mix: {alpha: 2.0}
-  automix: {momentum: 0.97, momentum_end: 0.999, lambda_channel: false}
-  optim: {lr: 0.1, min_lr: 0.0, mixblock_lr: 0.1, mixblock_min_lr: 0.001, weight_decay: 0.0005}
-  train: {epochs: 2, batch_size: 128, max_steps_per_epoch: 50, seed: 0, device: cuda, amp: bf16,
-          channels_last: true, num_workers: 2, mix_grid_every: 1, progress: none}
-  data: {name: fake, image_size: 32, fake_train_size: 6400, fake_test_size: 512}
-  model: {backbone: resnet18, stem: cifar}
-space:
-  mix.alpha: {dist: loguniform, low: 0.5, high: 5.0}
-  optim.mixblock_lr: {dist: loguniform, low: 0.01, high: 0.5}
-  automix.momentum: {dist: uniform, low: 0.9, high: 0.975}
-search: {algorithm: optuna, seed: 0}
-scheduler: {name: none}
-num_samples: 2
-max_concurrent_trials: 1
-resources: {workers: 1, cpus_per_worker: 4, gpus_per_worker: 1}
-checkpoint: {num_to_keep: 1}
-failure: {max_failures: 0}
-YAML
-cp "$WORK/gpu_smoke.yaml" "$OUT/"
-set +e
-timeout 300 "$PY" tune_runner.py "$WORK/gpu_smoke.yaml" \
-    --tracking-uri "sqlite:///$OUT/mlflow.db" --storage-path "$WORK/ray_results" --verbose 1 \
-    > "$OUT/tune_runner.log" 2>&1
-rc=$?
-set -e
-tail -n 25 "$OUT/tune_runner.log"
-echo "tune_runner.py exit code: $rc"
-"$PY" - "$OUT/mlflow.db" "$rc" <<'PY'
-import sys
-from mlflow import MlflowClient
-db, rc = sys.argv[1], int(sys.argv[2])
-c = MlflowClient(tracking_uri=f"sqlite:///{db}")
-exp = c.get_experiment_by_name("gpu_smoke")
-runs = c.search_runs([exp.experiment_id]) if exp else []
-trials = [r for r in runs if r.data.tags.get("automix.role") == "trial"]
-for r in trials:
-    print(f"  {r.info.run_name}: {r.info.status}, top1 {r.data.metrics.get('top1')}, "
-          f"epoch_time_s {r.data.metrics.get('epoch_time_s')}, device {r.data.params.get('train.device')}")
-ok = rc == 0 and len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials) \
-    and all(r.data.params.get("train.device") == "cuda" for r in trials)
-print("GPU study:", "OK" if ok else "FAILED")
-sys.exit(0 if ok else 1)
-PY
+# ---------------------------------------------------------------- benchmarks
+# Time limits: on the GPU they add up to under 8 minutes with setup's 90 s of pip; a dry run on a
+# small shared CPU machine gets more room, since it checks that the steps work, not their speed.
+if [ "$DRY" = 1 ]; then
+    LIMIT_BENCH=400 LIMIT_PACK=300 LIMIT_STUDY=600
+    run_part throughput $LIMIT_BENCH "$PY" benchmarks/gpu_throughput.py --smoke --threads 1
+    run_part packing $LIMIT_PACK "$PY" benchmarks/trial_packing.py --smoke --packs 1 4 --seconds 1
+else
+    LIMIT_BENCH=150 LIMIT_PACK=90 LIMIT_STUDY=140
+    run_part throughput $LIMIT_BENCH "$PY" benchmarks/gpu_throughput.py --device cuda
+    run_part packing $LIMIT_PACK "$PY" benchmarks/trial_packing.py --device cuda --packs 1 4 --seconds 15
+fi
+
+# ---------------------------------------------------------------- a packed study
+if "$PY" -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['study_ready'] else 1)" \
+        "$PARTS/setup.json"; then
+    "$PY" scripts/gpu_check_report.py study-file "$WORK/gpu_check_study.yaml" "$DRY"
+    say "study: 4 trials, gpus_per_worker $([ "$DRY" = 1 ] && echo 0 || echo 0.25), 4 at once"
+    timeout $LIMIT_STUDY "$PY" tune_runner.py "$WORK/gpu_check_study.yaml" \
+        --tracking-uri "sqlite:///$WORK/mlflow.db" --storage-path "$WORK/ray_results" --verbose 1 \
+        > "$PARTS/study.log" 2>&1
+    echo $? > "$PARTS/study.rc"
+    say "study: exit $(cat "$PARTS/study.rc")"
+    tail -n 20 "$PARTS/study.log"
+else
+    say "study: skipped, its packages are missing (see setup in the JSON)"
+fi
+
+"$PY" scripts/gpu_check_report.py assemble "$PARTS" "$WORK/mlflow.db" "$RESULT" "$DRY"

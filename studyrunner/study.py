@@ -29,14 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
-
 from automix.config import ConfigError, RunConfig, config_keys, flatten, from_dict, load_config, set_dotted, to_dict
 
-from .schema import StudyError, number, reject_unknown, section
+from .schema import StudyError, number, read_study_yaml, reject_unknown, section
 
 __all__ = ["Study", "StudyError", "Param", "load_study", "parse_study", "study_from_snapshot", "validate",
-           "full_point", "resolve_config", "smoke_variant"]
+           "full_point", "resolve_config"]
 
 Dist = Literal["uniform", "loguniform", "choice", "grid", "fixed"]
 Algorithm = Literal["optuna", "random", "grid"]
@@ -90,6 +88,9 @@ class Resources:
     workers: int = 1  # data-parallel workers per trial (1: the trainer runs in the Tune trial itself)
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    # A trial that cannot be placed (no free node with these resources) for this long ends the launch
+    # with a message, instead of waiting forever.
+    placement_timeout_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,12 @@ class TrackingSpec:
 
 @dataclass(frozen=True)
 class FailureSpec:
-    max_failures: int = 2  # retries of a trial (Tune) and of its worker group (Train), from the last checkpoint
+    # Retries of a trial after a transient error (a killed worker, a lost node), from its last checkpoint.
+    # Deterministic errors (bad config, missing data, non-finite loss) are never retried.
+    max_failures: int = 2
+    # A trial whose loss became non-finite under train.amp fp16 is rerun once, from scratch, in this
+    # precision (none: it fails).
+    numeric_retry: Literal["none", "bf16", "fp32"] = "none"
 
 
 @dataclass(frozen=True)
@@ -185,10 +191,7 @@ def load_study(path: str | Path, overrides: list[str] | Mapping[str, Any] = ()) 
     if not path.is_file():
         raise StudyError(f"study file {path} does not exist")
     raw_bytes = path.read_bytes()
-    try:
-        data = yaml.safe_load(raw_bytes) or {}
-    except yaml.YAMLError as exc:
-        raise StudyError(f"{path}: not valid YAML: {exc}") from None
+    data = read_study_yaml(path)  # an empty file or a YAML error: a StudyError naming the file and line
     return parse_study(data, source=str(path), sha256=hashlib.sha256(raw_bytes).hexdigest(),
                        base_dir=path.parent, overrides=overrides)
 
@@ -446,10 +449,26 @@ def validate(study: Study) -> None:
         raise StudyError(f"{src}: checkpoint.num_to_keep = {study.checkpoint.num_to_keep} must be >= 1")
     if study.failure.max_failures < 0:
         raise StudyError(f"{src}: failure.max_failures = {study.failure.max_failures} must be >= 0")
+    if r.placement_timeout_s <= 0:
+        raise StudyError(f"{src}: resources.placement_timeout_s = {r.placement_timeout_s} must be > 0 (seconds)")
+    _check_numeric_retry(study)
     for key in study.smoke.set:
         _check_key(key, f"smoke.set.{key}", src)
     if study.smoke.num_samples is not None and study.smoke.num_samples < 1:
         raise StudyError(f"{src}: smoke.num_samples = {study.smoke.num_samples} must be >= 1")
+
+
+def _check_numeric_retry(study: Study) -> None:
+    """numeric_retry reruns trials that trained in fp16; a study where no trial can is a mistake (the
+    retry would never happen), so it is an error rather than a note that scrolls away."""
+    retry = study.failure.numeric_retry
+    if retry == "none":
+        return
+    amps = {p.key: p.candidates() for p in study.space}.get("train.amp", [study.base_config().train.amp])
+    if "fp16" not in amps:
+        raise StudyError(f"{study.source}: failure.numeric_retry = {retry} retries trials that trained with "
+                         f"train.amp fp16, but no trial of this study does (train.amp: {', '.join(map(str, amps))}); "
+                         f"drop failure.numeric_retry or set train.amp: fp16")
 
 
 def full_point(study: Study, point: Mapping[str, Any]) -> dict[str, Any]:
@@ -457,9 +476,3 @@ def full_point(study: Study, point: Mapping[str, Any]) -> dict[str, Any]:
     flat = flatten(study.base)
     return {p.key: point[p.key] if p.key in point else flat[p.key] for p in study.sampled}
 
-
-def smoke_variant(study: Study) -> Study:
-    """See :mod:`studyrunner.smoke`."""
-    from .smoke import smoke_variant as shrink
-
-    return shrink(study)

@@ -8,12 +8,17 @@
   restored study, Train continues from its own latest checkpoint. ``TuneReportCallback`` forwards
   rank 0's metrics and the checkpoint path to Tune.
 
+Deterministic errors (bad config, missing data, non-finite loss) are remembered in the trial's folder and
+not trained again on a retry (``failures.py``); a non-finite loss under fp16 may be retried once in
+bf16/fp32 from scratch (``failure.numeric_retry``).
+
 Either way the trainer's ``reporter.report(metrics, checkpoint_dir, artifacts)`` becomes one report
 per epoch whose checkpoint folder holds ``state.pt`` plus ``artifacts/`` (config.yaml, mixed-sample
-PNGs of that epoch), which the driver-side MLflow callback (``tracking.py``) logs.
+PNGs of that epoch), which the driver-side MLflow callback (``mlflow_callback.py``) logs.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -27,6 +32,10 @@ import ray
 import ray.train
 import ray.tune
 
+from automix.record import TAG_NUMERIC_RETRY
+from automix.train import NonFiniteLossError
+
+from .failures import DETERMINISTIC, PlacementTimeout, raise_if_remembered, remember_deterministic
 from .study import resolve_config
 
 log = logging.getLogger("studyrunner")
@@ -43,13 +52,13 @@ class TrialPlan:
     workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    max_failures: int = 2
     num_to_keep: int = 2
     experiment_path: str = ""  # the launch's folder in Ray storage (local, shared filesystem or URI)
     train_storage: str = ""  # storage_path of the Train runs (multi-worker trials)
     train_fn: str = DEFAULT_TRAIN_FN  # "module:function" with automix.train.train's signature
     fault_inject_epoch: int | None = None  # test-only: kill one worker once after this epoch
     fault_inject_rank: int | None = None  # which rank (default: the last)
+    numeric_retry: str = "none"  # none | bf16 | fp32: rerun a non-finite fp16 trial once in this precision
 
     def trainer(self) -> Callable:
         module, _, name = self.train_fn.partition(":")
@@ -70,8 +79,10 @@ class TrialPlan:
 class RayReporter:
     """The trainer's reporter protocol on top of ``ray.tune.report`` / ``ray.train.report``."""
 
-    def __init__(self, report: Callable, checkpoint_cls: type, *, rank: int, fault: "FaultInjection | None"):
+    def __init__(self, report: Callable, checkpoint_cls: type, *, rank: int, fault: "FaultInjection | None",
+                 extra: Mapping[str, Any] | None = None):
         self._report = report
+        self._extra = dict(extra or {})  # added to every result (the numeric retry's precision)
         self._checkpoint_cls = checkpoint_cls
         self._rank = rank
         self._fault = fault
@@ -82,6 +93,7 @@ class RayReporter:
             self._fault.maybe_crash(int(metrics["epoch"]), self._rank)
         out = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
         out[NODE_ID_KEY] = self._node_id
+        out.update(self._extra)
         if checkpoint_dir is None:  # ranks > 0: Train still needs every rank to report
             self._report(out)
             return
@@ -148,13 +160,39 @@ def _fault(plan: TrialPlan, trial_id: str) -> FaultInjection | None:
 
 def automix_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """Tune function trainable; ``config`` holds the sampled ``{dotted key: value}``."""
-    cfg = resolve_config(plan.base, config)  # a ConfigError fails this trial with the key named
-    ctx = ray.tune.get_context()
-    fault = _fault(plan, ctx.get_trial_id())
-    if plan.workers == 1:
-        _train_here(cfg, plan, fault)
-    else:
-        _train_with_ray_train(cfg, config, plan, ctx.get_trial_id(), fault)
+    trial_id = ray.tune.get_context().get_trial_id()
+    _quiet_ray_logs()
+    raise_if_remembered(plan.experiment_path, trial_id)  # a retry of a deterministic error
+    try:
+        cfg = resolve_config(plan.base, config)  # the one resolution of this trial's config
+        if plan.workers == 1:
+            fault = _fault(plan, trial_id)
+            _with_numeric_retry(lambda c, extra, fresh: _train_here(c, plan, fault, extra, fresh), cfg, plan)
+        else:
+            _train_with_ray_train(cfg, plan, trial_id, _fault(plan, trial_id))
+    except DETERMINISTIC as exc:
+        remember_deterministic(plan.experiment_path, trial_id, exc)
+        raise
+
+
+def _quiet_ray_logs() -> None:
+    """Ray Train logs a line per saved checkpoint (every epoch of every trial) to the driver's console."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+def _with_numeric_retry(train: Callable[[Any, dict, bool], None], cfg, plan: TrialPlan) -> None:
+    """``train(cfg, extra_result_keys, fresh)``; a non-finite loss under fp16 reruns it once, from scratch, in
+    ``plan.numeric_retry`` precision, every later result saying so (MLflow tag numeric_retry)."""
+    try:
+        train(cfg, {}, False)
+    except NonFiniteLossError as exc:
+        if plan.numeric_retry == "none" or cfg.train.amp != "fp16":
+            raise
+        log.warning("non-finite loss under fp16 (%s); retrying this trial once from scratch in %s",
+                    exc, plan.numeric_retry)
+        amp = "none" if plan.numeric_retry == "fp32" else plan.numeric_retry
+        retried = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, amp=amp))
+        train(retried, {TAG_NUMERIC_RETRY: plan.numeric_retry}, True)
 
 
 def _set_threads(cpus: float) -> None:
@@ -165,12 +203,12 @@ def _set_threads(cpus: float) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def _train_here(cfg, plan: TrialPlan, fault: FaultInjection | None) -> None:
+def _train_here(cfg, plan: TrialPlan, fault: FaultInjection | None, extra: dict, fresh: bool) -> None:
     _set_threads(plan.cpus_per_worker)
     work = Path(tempfile.mkdtemp(prefix="automix-trial-"))
     try:
-        resume_from = _restore(ray.tune.get_checkpoint(), work / "resume")
-        reporter = RayReporter(ray.tune.report, ray.tune.Checkpoint, rank=0, fault=fault)
+        resume_from = None if fresh else _restore(ray.tune.get_checkpoint(), work / "resume")
+        reporter = RayReporter(ray.tune.report, ray.tune.Checkpoint, rank=0, fault=fault, extra=extra)
         plan.trainer()(cfg, work / "output", reporter=reporter, resume_from=resume_from)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -183,8 +221,11 @@ def _restore(checkpoint, into: Path) -> Path | None:
     return into
 
 
-def _train_with_ray_train(cfg, config: Mapping[str, Any], plan: TrialPlan, trial_id: str,
-                          fault: FaultInjection | None) -> None:
+def _train_with_ray_train(cfg, plan: TrialPlan, trial_id: str, fault: FaultInjection | None) -> None:
+    """Retries belong to Tune (the guard decides which): Train gives up at the first failure, and Tune's
+    retry builds this trainer again under the same name, which continues from Train's latest checkpoint."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+    from ray.train.v2.api.exceptions import ControllerError, TrainingFailedError
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -192,24 +233,37 @@ def _train_with_ray_train(cfg, config: Mapping[str, Any], plan: TrialPlan, trial
     per_worker = {"CPU": plan.cpus_per_worker, **({"GPU": plan.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"values": dict(config), "plan": plan, "fault": fault},
+        train_loop_config={"cfg": cfg, "plan": plan, "trial_id": trial_id, "fault": fault},
         scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=use_gpu,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
             name=trial_id,  # stable: a restarted trial finds this run's checkpoints and continues
             storage_path=plan.train_storage,
-            failure_config=ray.train.FailureConfig(max_failures=plan.max_failures),
+            # controller_failure_limit=0: a worker group that cannot start within the placement timeout
+            # (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) is an error, not a retry every minute forever.
+            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=0),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=plan.num_to_keep),
             callbacks=[TuneReportCallback()],
         ),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingFailedError as exc:
+        raise_if_remembered(plan.experiment_path, trial_id)  # a worker hit a deterministic error
+        if isinstance(exc, ControllerError) and isinstance(exc.controller_failure, WorkerGroupStartupTimeoutError):
+            timeout = PlacementTimeout(f"resources.placement_timeout_s: the {plan.workers} workers of trial "
+                                       f"{trial_id} ({per_worker} each) were not placed in time")
+            remember_deterministic(plan.experiment_path, trial_id, timeout)
+            raise timeout from None
+        raise
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the trainer joins the process group Train set up (gloo / NCCL)."""
     plan: TrialPlan = loop_config["plan"]
-    cfg = resolve_config(plan.base, loop_config["values"])
+    trial_id = loop_config["trial_id"]
+    _quiet_ray_logs()
+    raise_if_remembered(plan.experiment_path, trial_id)
     _set_threads(plan.cpus_per_worker)
     rank = ray.train.get_context().get_world_rank()
     device = None
@@ -217,10 +271,19 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         from ray.train.torch import get_device
 
         device = get_device()  # this worker's GPU (Train sets CUDA_VISIBLE_DEVICES for the group)
-    work = Path(tempfile.mkdtemp(prefix=f"automix-rank{rank}-"))
+
+    def train(cfg, extra: dict, fresh: bool) -> None:
+        work = Path(tempfile.mkdtemp(prefix=f"automix-rank{rank}-"))
+        try:
+            resume_from = None if fresh else _restore(ray.train.get_checkpoint(), work / "resume")
+            reporter = RayReporter(ray.train.report, ray.train.Checkpoint, rank=rank, fault=loop_config["fault"],
+                                   extra=extra)
+            plan.trainer()(cfg, work / "output", reporter=reporter, resume_from=resume_from, device=device)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     try:
-        resume_from = _restore(ray.train.get_checkpoint(), work / "resume")
-        reporter = RayReporter(ray.train.report, ray.train.Checkpoint, rank=rank, fault=loop_config["fault"])
-        plan.trainer()(cfg, work / "output", reporter=reporter, resume_from=resume_from, device=device)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _with_numeric_retry(train, loop_config["cfg"], plan)
+    except DETERMINISTIC as exc:
+        remember_deterministic(plan.experiment_path, trial_id, exc)
+        raise

@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from analysis import ExperimentNotFound, NoResults, TrackingUnavailable, build_results, load_study
+from analysis import ExperimentNotFound, NoResults, TrackingUnavailable, build_results, load_experiment
 from analysis.paper_table import main as paper_table_main
 from analysis.report import main as report_main
 from analysis.synthetic import StudyWriter, TrialSpec, trial_params
@@ -33,34 +33,34 @@ def closed_port() -> int:
 
 def test_missing_experiment_names_it_and_lists_the_others(store):
     with pytest.raises(ExperimentNotFound, match=r"experiment 'nope' does not exist .*'exists'"):
-        load_study(store, "nope")
+        load_experiment(store, "nope")
 
 
 def test_missing_sqlite_file_is_not_created(tmp_path):
     db = tmp_path / "typo.db"
     with pytest.raises(TrackingUnavailable, match="no MLflow database at"):
-        load_study(f"sqlite:///{db}", "x")
+        load_experiment(f"sqlite:///{db}", "x")
     assert not db.exists()
 
 
 def test_unreachable_server_fails_fast():
     start = time.monotonic()
     with pytest.raises(TrackingUnavailable, match="cannot reach the MLflow tracking server"):
-        load_study(f"http://127.0.0.1:{closed_port()}", "x")
+        load_experiment(f"http://127.0.0.1:{closed_port()}", "x")
     assert time.monotonic() - start < 10
 
 
 def test_file_store_uri_is_refused(tmp_path):
     with pytest.raises(TrackingUnavailable, match="file store"):
-        load_study(str(tmp_path / "mlruns"), "x")
+        load_experiment(str(tmp_path / "mlruns"), "x")
 
 
 def test_study_without_complete_trials_says_why(store):
-    study = load_study(store, "exists")
+    study = load_experiment(store, "exists")
     with pytest.raises(NoResults, match=r"no trial that finished .*1 failed"):
         build_results(study)
     with pytest.raises(NoResults, match="0 trial runs"):
-        build_results(load_study(store, "empty"))
+        build_results(load_experiment(store, "empty"))
 
 
 @pytest.mark.parametrize("main", [paper_table_main, report_main])

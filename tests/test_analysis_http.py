@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import build_results, load_study
+from analysis import build_results, load_experiment
 from analysis.report import write_report
-from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params
+from analysis.history import PUBLIC_PATH, SQL_PATH
+from analysis.runs import LAYOUT_FOREIGN
+from analysis.synthetic import PlainRun, StudyWriter, TrialSpec, new_sqlite_store, trial_params, write_plain_study
 
 helpers = pytest.importorskip("helpers.procs")  # tests/helpers: start and stop servers by pid
 
@@ -33,6 +35,9 @@ def server(tmp_path_factory):
                                   seed=seed, alpha=alpha)
             writer.add_trial(parent, TrialSpec(params, top1, extra_history={"train_loss": [3.0, 2.0, 1.0]}))
         writer.finish_parent(parent)
+        write_plain_study(url, "plain-over-http", [
+            PlainRun({"method": "mixup", "backbone": "resnet18", "dataset": "cifar10", "epochs": 3, "seed": s},
+                     [1.0 + s, 2.0, 3.0 + s]) for s in range(2)])
         yield url, db_uri, parent
     finally:
         helpers.stop(proc)
@@ -40,21 +45,33 @@ def server(tmp_path_factory):
 
 def test_http_and_sqlite_give_the_same_study(server):
     url, db_uri, _ = server
-    over_http = load_study(url, "over-http", history_keys=("top1", "train_loss"))
-    direct = load_study(db_uri, "over-http", history_keys=("top1", "train_loss"))
+    over_http = load_experiment(url, "over-http", history_keys=("top1", "train_loss"))
+    direct = load_experiment(db_uri, "over-http", history_keys=("top1", "train_loss"))
     assert len(over_http.trials) == 4
+    assert (over_http.history_path, direct.history_path) == (PUBLIC_PATH, SQL_PATH)
     pd.testing.assert_frame_equal(over_http.trials, direct.trials)
     pd.testing.assert_frame_equal(over_http.history, direct.history)
     results = build_results(over_http)
     assert results.loc[0, "selection"] == "best of 3 configs by mean top-1"
-    assert results.loc[0, "config"] == {"alpha": 2.0}
+    assert results.loc[0, "config"] == {"mix.alpha": 2.0}
     assert results.loc[0, "top1_mean"] == pytest.approx((24.0 + 25.0) / 2)  # median of 3 epochs
     assert results.loc[0, "n_seeds"] == 2
 
 
 def test_report_artifacts_go_through_the_server(server, tmp_path):
     url, _, parent = server
-    report = write_report(load_study(url, "over-http", history_keys=("top1",)), tmp_path)
+    report = write_report(load_experiment(url, "over-http", history_keys=("top1",)), tmp_path)
     assert report.logged_to == parent
     names = {Path(a.path).name for a in MlflowClient(url).list_artifacts(parent, "analysis")}
     assert {"paper_table.md", "curves.png", "sensitivity.png", "importance.png"} <= names
+
+
+def test_plain_mlflow_runs_over_http_give_the_same_table(server):
+    url, db_uri, _ = server
+    over_http = load_experiment(url, "plain-over-http")
+    direct = load_experiment(db_uri, "plain-over-http")
+    assert over_http.layout == LAYOUT_FOREIGN and len(over_http.trials) == 2
+    pd.testing.assert_frame_equal(over_http.trials, direct.trials)
+    pd.testing.assert_frame_equal(over_http.history, direct.history)
+    pd.testing.assert_frame_equal(build_results(over_http), build_results(direct))
+    assert build_results(over_http).loc[0, "top1_mean"] == pytest.approx(2.0)  # medians of [1, 2, 3] and [2, 2, 4]

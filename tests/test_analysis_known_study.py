@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import build_results, load_study, paper_layout, render
+from analysis import build_results, load_experiment, paper_layout, render
 from analysis.paper_table import main as paper_table_main
 from analysis.published import REFERENCE_CSV
 from analysis.summary import paper_summary, summary_window
@@ -44,8 +44,7 @@ KNOWN = [
      [8, 18, 28, 38, 44, 42, 49, 45], "FINISHED", True, 1),
     ("van-digits", dict(method="vanilla", backbone="resnet18", dataset="digits", epochs=8, seed=0),
      [50, 60, 70, 80, 85, 90, 88, 91], "FINISHED", True, 0),
-    ("am-in1k", dict(method="automix", backbone="resnet50", dataset="imagefolder", epochs=100, seed=0,
-                     extra={"data.dataset_label": "imagenet"}),
+    ("am-in1k", dict(method="automix", backbone="resnet50", dataset="imagenet", epochs=100, seed=0),
      _seq(100, 30.0, 0.48, 0.3), "FINISHED", True, 0),
     ("mx-rx50-s0", dict(method="mixup", backbone="resnext50_32x4d", dataset="cifar100", epochs=800, seed=0),
      _seq(800, 20.0, 0.078, 0.4), "FINISHED", True, 0),
@@ -91,7 +90,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def study(store):
-    return load_study(store[0], STUDY)
+    return load_experiment(store[0], STUDY)
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +123,14 @@ def test_one_row_per_trial_with_status_and_flags(study, store):
 
 def test_params_are_typed_columns(study):
     t = study.trials
-    assert t["alpha"].dtype == "float64" and t["mix.alpha"].dtype == "float64"
-    assert t["momentum"].dtype == "float64" and t["optim.mixblock_lr"].dtype == "float64"
-    assert str(t["epochs"].dtype) == "Int64" and str(t["seed"].dtype) == "Int64"
+    assert t["mix.alpha"].dtype == "float64" and t["automix.momentum"].dtype == "float64"
+    assert t["optim.mixblock_lr"].dtype == "float64"
+    assert str(t["train.epochs"].dtype) == "Int64" and str(t["train.seed"].dtype) == "Int64"
     assert str(t["train.channels_last"].dtype) == "boolean"
     assert t["train.max_steps_per_epoch"].isna().all()  # logged as "None"
     assert set(t["method"]) == {"automix", "mixup", "vanilla"}
-    assert by_name(study).loc["am-in1k", "data.dataset_label"] == "imagenet"
-    assert by_name(study).loc["van-digits", "data.dataset_label"] is None  # not logged by that trial
+    assert by_name(study).loc["am-in1k", "data.name"] == "imagenet"
+    assert not any(c in t for c in ("alpha", "seed", "epochs", "backbone", "dataset"))  # no short names
 
 
 def test_typed_param_rules():
@@ -178,7 +177,7 @@ def test_history_holds_every_epoch(study, store):
 
 
 def test_public_per_run_history_path_gives_the_same_frames(study, store):
-    slow = load_study(store[0], STUDY, bulk_history=False)
+    slow = load_experiment(store[0], STUDY, bulk_history=False)
     pd.testing.assert_frame_equal(slow.history, study.history)
     pd.testing.assert_frame_equal(slow.trials, study.trials)
 
@@ -198,7 +197,7 @@ def test_median_of_last_rule():
 def expected_cells():
     """(dataset, backbone, epochs, method) -> list of per-seed summaries, from KNOWN alone."""
     cells: dict[tuple, list[float]] = {}
-    labels = {"imagefolder": "imagenet"}
+    labels: dict[str, str] = {}
     backbones = {"resnext50_32x4d": "resnext50"}
     for name, params, top1, status, _, _ in KNOWN:
         if status != "FINISHED" or len(top1) < params["epochs"]:

@@ -1,4 +1,5 @@
-"""Both notebooks run headless against a small study made here, and are stored without outputs."""
+"""Both notebooks run headless against a small study made here, print no warning, and are stored
+without outputs."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def store(tmp_path_factory):
         top = 40 + 5 * (method == "automix") + 3 * (alpha == 2.0) + rng.gauss(0, 0.2)
         params = trial_params(method=method, backbone="resnet18", dataset="cifar10", epochs=3, seed=0,
                               alpha=alpha, mixblock_lr=lr)
-        writer.add_trial(parent, TrialSpec(params, [top - 2, top - 1, top]))
+        writer.add_trial(parent, TrialSpec(params, [top - 2, top - 1, top], device_hours=0.1 * (i + 1),
+                                           mix_epochs=(1, 3) if i < 3 else ()))
     writer.finish_parent(parent)
     return uri, root
 
@@ -50,7 +52,16 @@ def execute(name: str, store, monkeypatch) -> nbformat.NotebookNode:
                             resources={"metadata": {"path": str(REPO / "analysis")}})
     client.kernel_manager_class = _here_kernel_manager()
     client.execute()
+    assert_no_warnings(nb)
     return nb
+
+
+def assert_no_warnings(nb) -> None:
+    """Nothing on stderr that warns (e.g. tqdm's IProgress warning), and no error output."""
+    for out in outputs(nb):
+        assert out.get("output_type") != "error", out
+        if out.get("output_type") == "stream" and out.get("name") == "stderr":
+            assert "warn" not in out.get("text", "").lower(), out["text"]
 
 
 def _here_kernel_manager():
@@ -74,14 +85,17 @@ def test_paper_table_notebook_shows_the_table_and_a_figure(store, monkeypatch):
     markdown = [o["data"]["text/markdown"] for o in found if "text/markdown" in o.get("data", {})]
     assert any(m.startswith("| Dataset | Backbone | Params (M) | Epochs | mixup |") for m in markdown)
     assert any("best of 4 configs" in m for m in markdown)  # 2 alphas x 2 LRs per method
-    assert any("image/png" in o.get("data", {}) for o in found)
+    assert sum("image/png" in o.get("data", {}) for o in found) == 3  # curves, gallery, cost
+    html = [o["data"]["text/html"] for o in found if "text/html" in o.get("data", {})]
+    by_top1 = next(h for h in html if "top1_summary" in h and "device_hours" in h)
+    assert by_top1.index("automix") < by_top1.index("mixup")  # best first: automix scores +5
 
 
 def test_sensitivity_notebook_shows_figures_and_importances(store, monkeypatch):
     nb = execute("sensitivity.ipynb", store, monkeypatch)
     found = outputs(nb)
     text = "".join(o.get("text", "") for o in found if o.get("output_type") == "stream")
-    assert "swept: alpha, mixblock_lr" in text
+    assert "swept: mix.alpha, optim.mixblock_lr" in text
     assert sum("image/png" in o.get("data", {}) for o in found) >= 3
     assert any("importance" in o.get("data", {}).get("text/html", "") for o in found)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import load_study
+from analysis import load_experiment
 from analysis import tracking
 from analysis.loading import TRIAL_FILTER
 from analysis.synthetic import StudyWriter, TrialSpec, trial_params
@@ -43,15 +43,15 @@ def test_all_pages_are_loaded(store, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "search_runs", counting)
-    study = load_study(store, "paged", page_size=PAGE)
+    study = load_experiment(store, "paged", page_size=PAGE)
     assert len(study.trials) == N_TRIALS
     assert study.trials["run_id"].is_unique
-    assert sorted(study.trials["seed"]) == list(range(N_TRIALS))
+    assert sorted(study.trials["train.seed"]) == list(range(N_TRIALS))
     assert sorted(study.trials["top1_final"]) == [s + 0.5 for s in range(N_TRIALS)]
     assert len(study.history) == 2 * N_TRIALS
-    trial_pages = -(-N_TRIALS // PAGE)
-    assert len(calls) >= trial_pages + 1  # trial pages, then the parent runs
-    assert sum(token is not None for token in calls) >= trial_pages - 1
+    pages = -(-(N_TRIALS + 1) // PAGE)  # every run of the experiment: the trials and their parent
+    assert len(calls) >= pages
+    assert sum(token is not None for token in calls) >= pages - 1
 
 
 def test_page_size_is_checked():

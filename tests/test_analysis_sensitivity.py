@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution
 
-from analysis import analyse, build_results, load_study, sweep_parameters
+from analysis import analyse, build_results, load_experiment, sweep_parameters
 from analysis.importance import param_axes, param_importances, to_optuna_study
 from analysis.report import write_report
 from analysis.synthetic import StudyWriter, TrialSpec, trial_params
@@ -51,18 +51,19 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def study(store):
-    return load_study(store[0], "sweep")
+    return load_experiment(store[0], "sweep")
 
 
 def test_swept_parameters_one_name_each(study):
-    assert sweep_parameters(study) == ["alpha", "mixblock_lr", "momentum"]
+    assert sweep_parameters(study) == ["mix.alpha", "optim.mixblock_lr", "automix.momentum"]
 
 
 def test_axes_use_the_search_scales(study):
     axes = {a.column: a for a in param_axes(study.complete_trials, sweep_parameters(study))}
-    assert axes["alpha"].scale == "linear"
-    assert axes["mixblock_lr"].scale == "log"
-    assert axes["momentum"].scale == "log1m" and axes["momentum"].label == "1 - momentum"
+    assert axes["mix.alpha"].scale == "linear"
+    assert axes["optim.mixblock_lr"].scale == "log"
+    assert axes["automix.momentum"].scale == "log1m"
+    assert axes["automix.momentum"].label == "1 - automix.momentum"
 
 
 def test_optuna_study_mirrors_the_complete_trials(study):
@@ -73,34 +74,34 @@ def test_optuna_study_mirrors_the_complete_trials(study):
     first = optuna_study.trials[0]
     run = trials.set_index("run_id").loc[first.user_attrs["mlflow_run_id"]]
     assert first.value == pytest.approx(run["top1_summary"])
-    assert first.params["1 - momentum"] == pytest.approx(1 - run["momentum"])
-    assert first.distributions["mixblock_lr"] == FloatDistribution(
-        trials["mixblock_lr"].min(), trials["mixblock_lr"].max(), log=True)
+    assert first.params["1 - automix.momentum"] == pytest.approx(1 - run["automix.momentum"])
+    assert first.distributions["optim.mixblock_lr"] == FloatDistribution(
+        trials["optim.mixblock_lr"].min(), trials["optim.mixblock_lr"].max(), log=True)
 
 
 def test_fanova_finds_alpha(study):
     trials = study.complete_trials
     importances = param_importances(trials, param_axes(trials, sweep_parameters(study)))
-    assert set(importances.index) == {"alpha", "mixblock_lr", "1 - momentum"}
+    assert set(importances.index) == {"mix.alpha", "optim.mixblock_lr", "1 - automix.momentum"}
     assert importances.sum() == pytest.approx(1.0)
-    assert importances.index[0] == "alpha" and importances["alpha"] > 0.5
-    assert importances["alpha"] > 2 * importances.drop("alpha").max()
+    assert importances.index[0] == "mix.alpha" and importances["mix.alpha"] > 0.5
+    assert importances["mix.alpha"] > 2 * importances.drop("mix.alpha").max()
 
 
 def test_table_picks_the_best_alpha(study):
     row = build_results(study).iloc[0]
     assert row["n_configs"] == 16  # every trial has its own lr and momentum
     assert row["selection"] == "best of 16 configs by mean top-1, 1 more stopped early"
-    assert row["config"]["alpha"] == 1.0
+    assert row["config"]["mix.alpha"] == 1.0
     assert row["top1_mean"] == pytest.approx(study.complete_trials["top1_summary"].max())
 
 
 def test_selection_note_counts_configs_stopped_early():
-    from analysis.paper_table import _selection
+    from analysis.table import selection_note
 
-    assert _selection(1, 0) == ""
-    assert _selection(3, 0) == "best of 3 configs by mean top-1"
-    assert _selection(1, 2) == "only 1 of 3 configs ran all epochs (2 stopped early)"
+    assert selection_note(1, 0) == ""
+    assert selection_note(3, 0) == "best of 3 configs by mean top-1"
+    assert selection_note(1, 2) == "only 1 of 3 configs ran all epochs (2 stopped early)"
 
 
 def test_stopped_trials_are_flagged_not_dropped(study):
@@ -130,4 +131,4 @@ def test_report_cli_prints_table_and_plot_paths(store, tmp_path, capsys):
     assert "| Dataset | Backbone |" in out
     for name in ("sensitivity.png", "parallel.png", "importance.png", "curves.png"):
         assert str(tmp_path / name) in out
-    assert "alpha:" in out  # the importances
+    assert "mix.alpha:" in out  # the importances

@@ -12,7 +12,7 @@ import statistics
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import build_results, load_study, render
+from analysis import build_results, load_experiment, render
 from analysis.paper_table import main as paper_table_main
 from analysis.published import load_reference
 from analysis.report import write_report
@@ -25,7 +25,7 @@ def smoke(smoke_study_store):
 
 @pytest.fixture(scope="module")
 def study(smoke):
-    return load_study(*smoke)
+    return load_experiment(*smoke)
 
 
 def test_every_trial_is_loaded_and_the_finished_ones_are_complete(study, smoke):
@@ -74,12 +74,16 @@ def test_table_cells_average_their_trials(study):
             assert row["published"] == hit["top1"].iloc[0]
     text = render(results, "md", study)
     assert text.startswith("| Dataset | Backbone | Params (M) | Epochs |")
+    # A --smoke-test launch: shown in the paper's layout, every row marked as not a result.
+    assert results["smoke"].all()
+    rows = [line for line in text.splitlines()[2:] if line.startswith("|")]
+    assert rows and all(line.rstrip().endswith("| smoke test: not a result |") for line in rows)
 
 
 def test_cli_and_report_on_the_smoke_study(smoke, tmp_path, capsys):
     assert paper_table_main(["--tracking-uri", smoke[0], "--experiment", smoke[1], "--format", "md"]) == 0
     assert capsys.readouterr().out.startswith("| Dataset |")
     # The store is shared with other tests: write files, but do not attach them to its parent run.
-    report = write_report(load_study(*smoke), tmp_path, log_to_mlflow=False)
+    report = write_report(load_experiment(*smoke), tmp_path, log_to_mlflow=False)
     assert report.logged_to is None
     assert (tmp_path / "paper_table.md").is_file() and "curves" in report.sensitivity.figures

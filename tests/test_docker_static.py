@@ -5,11 +5,14 @@ No Docker engine or Kubernetes is needed: files are linted (hadolint), parsed, v
 the schemas that ship with the tools where one is installed (Ray's cluster-config schema, the
 compose spec vendored by check-jsonschema), and checked for the properties the deployment
 depends on: one image and Ray version, the ones pyproject.toml pins; nothing published beyond
-127.0.0.1; no secret values in the tree.
+127.0.0.1; no secret values in the tree; the MLflow server runs MLflow's basic-auth app and every
+process that logs to it has the study user's credentials from docker/.env or a Kubernetes Secret.
 """
 from __future__ import annotations
 
+import configparser
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -195,6 +198,15 @@ def _compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
+ONE_SHOT = {"study", "mlflow-users"}  # compose services that run once and exit
+
+
+def _command(service: dict) -> str:
+    """A service's command as one string (compose takes a string or a list)."""
+    cmd = service["command"]
+    return cmd if isinstance(cmd, str) else " ".join(cmd)
+
+
 def _compose_env(**extra) -> dict[str, str]:
     env = read_env_file(ENV_EXAMPLE)
     # The example leaves secrets empty; fill them with dummies so `${VAR:?}` resolves.
@@ -213,7 +225,7 @@ def test_compose_matches_the_compose_spec():
 
 def test_compose_has_the_cluster_services():
     services = _compose()["services"]
-    for name in ("postgres", "mlflow", "ray-head", "study"):
+    for name in ("postgres", "mlflow", "mlflow-users", "ray-head", "study"):
         assert name in services, f"missing service {name}"
     workers = [n for n in services if n.startswith("ray-worker")]
     assert len(workers) >= 2, "N Ray workers"
@@ -260,20 +272,22 @@ def test_compose_publishes_only_mlflow_and_dashboard_on_localhost():
 def test_compose_long_running_services_have_healthchecks_and_restart_policies():
     services = _compose()["services"]
     for name, s in services.items():
-        if name == "study":
+        if name in ONE_SHOT:
             assert s.get("restart") == "no"
             continue
         assert s.get("restart") in ("always", "unless-stopped", "on-failure"), name
         hc = s.get("healthcheck")
         assert hc and hc.get("test") and not hc.get("disable"), f"{name} has no health check"
     for dep, cond in services["study"]["depends_on"].items():
-        assert cond["condition"] == "service_healthy", dep
+        expected = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+        assert cond["condition"] == expected, dep
+    assert "mlflow-users" in services["study"]["depends_on"], "the study must wait for its MLflow user"
 
 
 def test_compose_mlflow_serves_artifacts_from_a_volume_on_postgres():
     services = _compose()["services"]
     mlflow = services["mlflow"]
-    cmd = mlflow["command"]
+    cmd = _command(mlflow)
     assert "--serve-artifacts" in cmd
     dest = re.search(r"--artifacts-destination\s+(\S+)", cmd).group(1)
     assert any(v.endswith(":" + dest) and not v.startswith((".", "/"))
@@ -288,7 +302,7 @@ def test_compose_mlflow_serves_artifacts_from_a_volume_on_postgres():
 
 def test_compose_study_runs_tune_runner_against_the_cluster():
     services = _compose()["services"]
-    cmd = services["study"]["command"]
+    cmd = _command(services["study"])
     assert "tune_runner.py" in cmd and "--address" in cmd
     assert "--tracking-uri http://mlflow:5000" in cmd
     storage = re.search(r"--storage-path\s+(\S+)", cmd).group(1)
@@ -308,10 +322,97 @@ def test_compose_secrets_come_from_env_file():
         interpolate(compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"], {})
     example = read_env_file(ENV_EXAMPLE)
     secrets = [k for k in example if SECRET_NAME.search(k)]
-    assert {"POSTGRES_PASSWORD", "RAY_AUTH_TOKEN"} <= set(secrets)
+    assert {"POSTGRES_PASSWORD", "RAY_AUTH_TOKEN", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_STUDY_PASSWORD",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= set(secrets)
     for k in secrets:
         assert example[k] == "", f".env.example must not carry a value for {k}"
     assert ".env" in (DOCKER / ".gitignore").read_text().split()
+
+
+# ---------------------------------------------------------------- MLflow login (basic-auth)
+def _start_server_script(script: str, env: dict[str, str], tmp_path: Path) -> tuple[Path, list[str]]:
+    """Run a server's start script with a stand-in `mlflow` on PATH that records its arguments;
+    return the auth ini the script wrote and the arguments `mlflow` was started with."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    args_file = tmp_path / "mlflow-args"
+    stub = bin_dir / "mlflow"
+    stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{args_file}"\n')
+    stub.chmod(0o755)
+    ini = tmp_path / "basic_auth.ini"
+    run_env = {**env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MLFLOW_AUTH_CONFIG_PATH": str(ini)}
+    r = subprocess.run(["sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return ini, args_file.read_text().splitlines()
+
+
+def _auth_config_as_mlflow_reads_it(ini: Path, env: dict[str, str], monkeypatch):
+    """The settings `mlflow server --app-name basic-auth` takes from this ini and environment."""
+    from mlflow.server.auth.config import read_auth_config
+
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        if key.startswith("MLFLOW_AUTH_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    return read_auth_config()
+
+
+def test_compose_mlflow_runs_basic_auth_configured_from_env(tmp_path, monkeypatch):
+    from mlflow.server.auth import is_unprotected_route
+
+    services = _compose()["services"]
+    mlflow = services["mlflow"]
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert key in mlflow["environment"], f"the auth app needs {key}"
+    env = _compose_env(MLFLOW_ADMIN_PASSWORD="admin-secret-0123", POSTGRES_PASSWORD="pgpass0123")
+    container_env = {k: interpolate(v, env) for k, v in mlflow["environment"].items()}
+    ini, args = _start_server_script(interpolate(mlflow["command"][-1], env), container_env, tmp_path)
+    assert args[:3] == ["server", "--app-name", "basic-auth"], args
+    assert ini.stat().st_mode & 0o077 == 0, "the ini holds the database password: owner-only"
+    cfg = _auth_config_as_mlflow_reads_it(ini, container_env, monkeypatch)
+    assert cfg.database_uri == "postgresql+psycopg2://mlflow:pgpass0123@postgres:5432/mlflow_auth"
+    assert (cfg.admin_username, cfg.admin_password) == ("admin", "admin-secret-0123")
+    assert cfg.default_permission == "READ"
+    # The users' database is created by the postgres image's init folder.
+    mount = next(v for v in services["postgres"]["volumes"] if ":/docker-entrypoint-initdb.d" in v)
+    sql = "".join(f.read_text() for f in (COMPOSE.parent / mount.split(":")[0]).glob("*.sql"))
+    assert "CREATE DATABASE mlflow_auth" in sql
+    # The health check sends no credentials: it works only because the auth app leaves /health open.
+    assert "/health" in mlflow["healthcheck"]["test"][-1] and is_unprotected_route("/health")
+
+
+def test_compose_study_jobs_log_as_the_study_user_from_env():
+    services = _compose()["services"]
+    users = services["mlflow-users"]
+    user_env = users["environment"]
+    assert user_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == services["mlflow"]["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    loggers = ["ray-head", "study", *[n for n in services if n.startswith("ray-worker")]]
+    for name in loggers:
+        env = services[name]["environment"]
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
+        assert env["MLFLOW_TRACKING_USERNAME"] == user_env["MLFLOW_STUDY_USERNAME"], name
+        assert env["MLFLOW_TRACKING_PASSWORD"] == user_env["MLFLOW_STUDY_PASSWORD"], name
+    with pytest.raises(KeyError, match="MLFLOW_STUDY_PASSWORD"):
+        interpolate(services["ray-head"]["environment"]["MLFLOW_TRACKING_PASSWORD"], {})
+    # The init step gives the user EDIT on the experiment of the study the `study` service runs.
+    study_file = re.search(r"(\$\{STUDY_FILE[^}]*\})", _command(services["study"])).group(1)
+    assert "mlflow_users.py" in _command(users) and f"--study /home/ray/app/{study_file}" in _command(users)
+    assert users["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+def test_image_holds_the_user_init_and_the_auth_extra():
+    from importlib import metadata
+
+    assert "COPY --chown=1000:100 docker/mlflow_users.py ./" in DOCKERFILE.read_text()
+    assert "!docker/mlflow_users.py" in (DOCKER / "Dockerfile.dockerignore").read_text().split()
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("mlflow[auth]") for d in deps), "the image needs mlflow[auth] (Flask-WTF)"
+    lock = {ln.partition("==")[0].lower() for ln in LOCK.read_text().splitlines() if "==" in ln}
+    auth = [re.match(r"[A-Za-z0-9_.\-]+", r).group(0).lower().replace("_", "-")
+            for r in metadata.requires("mlflow") or [] if re.search(r"extra\s*==\s*.auth.", r)]
+    assert auth and set(auth) <= lock, f"the auth extra's packages missing from the lock: {set(auth) - lock}"
 
 
 # ---------------------------------------------------------------- Ray cluster launcher
@@ -464,6 +565,65 @@ def test_kuberay_publishes_nothing_and_holds_no_secrets():
                     if SECRET_NAME.search(e["name"]):
                         assert "secretKeyRef" in e.get("valueFrom", {}), \
                             f"{fname}: {e['name']} must come from a Secret"
+
+
+def _kubelet_env(container: dict, secrets: dict[str, str], fields: dict[str, str]) -> dict[str, str]:
+    """A container's environment as the kubelet builds it: Secrets and fields filled in, then
+    $(VAR) references to earlier variables expanded."""
+    env: dict[str, str] = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = _kubelet_expand(e["value"], env)
+        elif "secretKeyRef" in e["valueFrom"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = secrets[f"{ref['name']}/{ref['key']}"]
+        else:
+            env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def _kubelet_expand(text: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text)
+
+
+def test_kuberay_mlflow_runs_basic_auth_from_its_secret(tmp_path, monkeypatch):
+    docs = {(d["kind"], d["metadata"]["name"]): d for _, d in _manifests()}
+    c = docs["Deployment", "mlflow"]["spec"]["template"]["spec"]["containers"][0]
+    secrets = {"automix-postgres/password": "pgpass0123", "automix-mlflow-auth/admin-password": "admin-secret-0123",
+               "automix-mlflow-auth/flask-secret-key": "f" * 8}
+    env = _kubelet_env(c, secrets, {"metadata.namespace": "studies"})
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "f" * 8, "the auth app refuses to start without it"
+    assert c["command"][:2] == ["sh", "-c"]
+    ini, args = _start_server_script(_kubelet_expand(c["command"][2], env), env, tmp_path)
+    assert args[:3] == ["server", "--app-name", "basic-auth"], args
+    assert "--allowed-hosts=mlflow,mlflow:*,mlflow.studies" in " ".join(args)
+    cfg = _auth_config_as_mlflow_reads_it(ini, env, monkeypatch)
+    assert cfg.database_uri == "postgresql+psycopg2://mlflow:pgpass0123@mlflow-postgres:5432/mlflow_auth"
+    assert (cfg.admin_username, cfg.admin_password) == ("admin", "admin-secret-0123")
+    postgres = docs["StatefulSet", "mlflow-postgres"]["spec"]["template"]["spec"]
+    init = next(v for v in postgres["volumes"] if v["name"] == "init")["configMap"]["name"]
+    assert "CREATE DATABASE mlflow_auth" in "".join(docs["ConfigMap", init]["data"].values())
+    assert any(m["mountPath"] == "/docker-entrypoint-initdb.d" for m in postgres["containers"][0]["volumeMounts"])
+
+
+def test_kuberay_ray_pods_log_as_the_study_user_the_job_creates():
+    docs = _manifests()
+    job = next(d for _, d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "mlflow-users")
+    jc = job["spec"]["template"]["spec"]["containers"][0]
+    job_env = {e["name"]: e for e in jc["env"]}
+    assert "/home/ray/app/mlflow_users.py" in jc["command"]
+    assert "--study=/home/ray/app/studies/quickstart.yaml" in jc["command"]
+    assert job_env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:5000"
+    for fname, d in docs:
+        if d["kind"] not in ("RayCluster", "RayJob"):
+            continue
+        if d["kind"] == "RayJob":
+            assert "/home/ray/app/studies/quickstart.yaml" in d["spec"]["entrypoint"], "the study the Job prepared"
+        for pod in _pod_specs(d):
+            for c in pod["containers"]:
+                env = {e["name"]: e for e in c["env"]}
+                assert env["MLFLOW_TRACKING_USERNAME"]["value"] == job_env["MLFLOW_STUDY_USERNAME"]["value"], fname
+                assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"] == job_env["MLFLOW_STUDY_PASSWORD"]["valueFrom"], fname
 
 
 # ---------------------------------------------------------------- whole tree

@@ -1,29 +1,34 @@
 """The MLflow UI shows a study the way the README says: trials nested under the study's parent
-run, with the swept hyperparameters available as columns.
+run; the printed runs URL opens them sorted by top1_summary with the swept hyperparameters (dotted
+names) and top1_summary as columns; the Compare page plots exactly the swept hyperparameters.
 
 Starts `mlflow server` on 127.0.0.1 over a store holding a smoke study and drives Debian's
 Chromium through Playwright (Playwright's own browser download is not reachable from CI;
-`scripts/ci_system_deps.sh` installs Chromium). A screenshot of the runs view is saved in the
-test's tmp_path.
+`scripts/ci_system_deps.sh` installs Chromium). Screenshots of the runs view and the Compare page
+are saved in $AUTOMIX_SCREENSHOT_DIR (default: the test's tmp_path).
 """
 from __future__ import annotations
 
 import os
+import json
 import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from automix import record  # noqa: E402
 from helpers.procs import start_mlflow_server, stop  # noqa: E402
+from studyrunner import uris  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("AUTOMIX_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SWEPT = ("alpha", "mixblock_lr", "momentum")
+SWEPT = ("mix.alpha", "optim.mixblock_lr", "automix.momentum")
 UI_TIMEOUT_MS = 60_000
 
 
@@ -58,23 +63,26 @@ def _standin_store(root: Path) -> SimpleNamespace:
         "automix.role": "study", "study": "quickstart", "study_hash": "0" * 64,
         "study_file": "studies/quickstart.yaml"})
     trials = [(0.5, 1e-3, 0.99), (1.0, 3e-3, 0.999), (2.0, 1e-2, 0.9)]
-    for i, (alpha, mb_lr, mom) in enumerate(trials):
+    for i, values in enumerate(trials):
+        swept = dict(zip(SWEPT, values))
         run = client.create_run(
-            exp, run_name=f"automix resnet18 alpha={alpha} mixblock_lr={mb_lr} momentum={mom}",
+            exp, run_name=record.trial_run_name(swept, f"trial_{i:05d}"),
             tags={"mlflow.parentRunId": parent.info.run_id, "automix.role": "trial",
-                  "study": "quickstart", "trial_id": f"trial_{i:05d}", "ray_node_id": "0" * 56})
+                  "study": "quickstart", "trial_id": f"trial_{i:05d}", "ray_node_id": "0" * 56,
+                  "trial_status": "finished"})
         rid = run.info.run_id
-        params = {"method": "automix", "backbone": "resnet18", "dataset": "fake", "epochs": 2,
-                  "batch_size": 16, "seed": i, "alpha": alpha, "mixblock_lr": mb_lr,
-                  "momentum": mom, "workers": 1, "mix.alpha": alpha}
+        params = {"method": "automix", "model.backbone": "resnet18", "data.name": "fake",
+                  "train.epochs": 2, "train.batch_size": 16, "train.seed": 0, **swept,
+                  "resources.workers": 1}
         for k, v in params.items():
             client.log_param(rid, k, v)
         for epoch in (1, 2):
             client.log_metric(rid, "top1", 10.0 * epoch + i, step=epoch)
             client.log_metric(rid, "train_loss", 2.0 / epoch, step=epoch)
-        client.log_metric(rid, "top1_final", 20.0 + i)
-        client.log_metric(rid, "top1_best", 20.0 + i)
+        for key in ("top1_summary", "top1_final", "top1_best"):
+            client.log_metric(rid, key, 20.0 + i, step=2)
         client.set_terminated(rid)
+    uris.share_runs_view(client, exp, SWEPT, ("top1_summary", "top1_best", "device_hours"))
     client.set_terminated(parent.info.run_id)
     return SimpleNamespace(tracking_uri=uri, experiment="quickstart")
 
@@ -114,6 +122,12 @@ def _row(page, run_id: str):
     return page.locator(f'.ag-pinned-left-cols-container [role="row"][row-id="{run_id}"]')
 
 
+def _screenshot_dir(tmp_path: Path) -> Path:
+    where = Path(os.environ.get("AUTOMIX_SCREENSHOT_DIR") or tmp_path)
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
 def test_runs_view_nests_trials_under_the_study_with_swept_columns(chromium, study_store,
                                                                    tmp_path):
     from playwright.sync_api import sync_playwright
@@ -121,32 +135,84 @@ def test_runs_view_nests_trials_under_the_study_with_swept_columns(chromium, stu
     exp_id, parent, children = _study_runs(study_store)
     server, url = start_mlflow_server(
         study_store.tracking_uri, tmp_path / "artifacts", tmp_path / "mlflow_server.log",
-        mlflow_bin=str(Path(sys.executable).parent / "mlflow"))
-    shot = tmp_path / "mlflow_runs_view.png"
+        mlflow_bin=str(Path(sys.executable).parent / "mlflow"), timeout=240)
+    shots = _screenshot_dir(tmp_path)
+    compare = (f"{url}/#/compare-runs?runs={quote(json.dumps([c.info.run_id for c in children]))}"
+               f"&experiments={quote(json.dumps([exp_id]))}")
+    pages = [  # (check, URL, screenshot): each in a fresh browser context (the UI keeps state per browser)
+        (lambda page: _check_runs_view(page, parent, children),
+         uris.runs_url(url, exp_id, shared_view=False), "mlflow_runs_nested.png"),
+        (lambda page: _check_shared_view(page, children), uris.runs_url(url, exp_id), "mlflow_runs_view.png"),
+        (_check_compare_page, compare, "mlflow_compare.png"),
+    ]
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS,
                                          headless=True)
             try:
-                page = browser.new_page(viewport={"width": 2400, "height": 1200})
-                page.set_default_timeout(UI_TIMEOUT_MS)
-                try:
-                    _check_runs_view(page, f"{url}/#/experiments/{exp_id}/runs", parent, children)
-                finally:
-                    try:  # also on failure, for the record; never masking the failure itself
-                        page.screenshot(path=str(shot), full_page=True)
-                    except Exception as exc:  # noqa: BLE001
-                        print(f"no screenshot: {exc}")
+                for check, page_url, name in pages:
+                    _visit(browser, page_url, check, shots / name)
             finally:
                 browser.close()
     finally:
         stop(server)
-    assert shot.stat().st_size > 10_000, "screenshot is empty"
-    print(f"screenshot: {shot}")
+    for _, _, name in pages:
+        assert (shots / name).stat().st_size > 10_000, f"screenshot {name} is empty"
+    print(f"screenshots: {shots}")
 
 
-def _check_runs_view(page, runs_url: str, parent, children) -> None:
-    page.goto(runs_url)
+def _visit(browser, page_url: str, check, shot: Path) -> None:
+    context = browser.new_context(viewport={"width": 2400, "height": 1200})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        page.goto(page_url)
+        try:
+            check(page)
+        finally:
+            try:  # also on failure, for the record; never masking the failure itself
+                page.screenshot(path=str(shot), full_page=True)
+            except Exception as exc:  # noqa: BLE001
+                print(f"no screenshot: {exc}")
+    finally:
+        context.close()
+
+
+def _close_assistant(page) -> None:
+    close = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
+    if close.count():
+        close.first.click()
+
+
+def _check_shared_view(page, children) -> None:
+    """The URL the runner prints: best first by top1_summary, swept values and top1_summary shown."""
+    for child in children:
+        _row(page, child.info.run_id).wait_for()
+    _close_assistant(page)
+    for col in [f"params.`{k}`" for k in SWEPT] + ["metrics.`top1_summary`"]:
+        page.locator(f'[role="columnheader"][col-id="{col}"]').first.wait_for()
+    rows = sorted(children, key=lambda c: int(_row(page, c.info.run_id).get_attribute("row-index")))
+    shown = [c.data.metrics["top1_summary"] for c in rows]
+    assert shown == sorted(shown, reverse=True), f"runs not sorted by top1_summary: {shown}"
+    for child in children:
+        cell = page.locator(f'.ag-center-cols-container [role="row"][row-id="{child.info.run_id}"]'
+                            f' [col-id="params.`{SWEPT[0]}`"]')
+        assert cell.inner_text().strip() == child.data.params[SWEPT[0]]
+
+
+def _check_compare_page(page) -> None:
+    """The parallel-coordinates plot of Compare offers exactly the swept hyperparameters."""
+    label = page.locator("text=Parameters:").first
+    label.wait_for()
+    _close_assistant(page)
+    box = label.locator("xpath=..")
+    page.wait_for_function("el => el.innerText.includes('.')", arg=box.element_handle())
+    lines = [line.strip() for line in box.inner_text().splitlines() if line.strip()]
+    chosen = set(lines[lines.index("Parameters:") + 1:lines.index("Metrics:")])
+    assert chosen == set(SWEPT), f"Compare plots {sorted(chosen)}, the study swept {sorted(SWEPT)}"
+
+
+def _check_runs_view(page, parent, children) -> None:
     parent_row = _row(page, parent.info.run_id)
     parent_row.wait_for()
     assert parent.info.run_name in parent_row.inner_text() or \
@@ -157,9 +223,7 @@ def _check_runs_view(page, runs_url: str, parent, children) -> None:
         assert _row(page, child.info.run_id).count() == 0, \
             f"trial {child.info.run_name} is listed outside its parent run"
     # ... and expanding the study's row shows them, right below it.
-    close_assistant = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
-    if close_assistant.count():
-        close_assistant.first.click()
+    _close_assistant(page)
     parent_row.locator('button[data-component-id*="runnamecellrenderer"]').click()
     parent_index = int(parent_row.get_attribute("row-index"))
     child_indices = []
@@ -194,7 +258,7 @@ def _tick_param_column(page, selector, name: str) -> None:
     """Tick `name` under "Parameters" in the Columns tree.
 
     The tree is a virtual list (only what is in view is in the DOM) and names repeat across
-    groups (`momentum` is a metric too), so search first, then take the entry that follows the
+    groups (a param and a tag may share a name), so search first, then take the entry that follows the
     "Parameters (n)" group row.
     """
     selector.locator('input[placeholder="Search columns"]').fill(name)

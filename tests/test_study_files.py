@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from helpers.studies import REPO, runner_cmd, runner_env
-from studyrunner.study import StudyError, full_point, load_study, parse_study, smoke_variant
+from studyrunner.smoke import smoke_variant
+from studyrunner.study import StudyError, full_point, load_study, parse_study
 
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 QUICKSTART = yaml.safe_load((REPO / "studies" / "quickstart.yaml").read_text())
@@ -44,7 +45,8 @@ def test_every_study_validates_with_its_smoke_variant(path: Path):
     assert smoke.smoke_test and smoke.total_trials() <= 3
     assert cfg.train.epochs <= 3 and cfg.train.max_steps_per_epoch <= 4
     assert smoke.resources.gpus_per_worker == 0 and smoke.resources.workers <= 2
-    assert cfg.data.name in ("digits", "fake"), "a smoke test must run without downloads"
+    assert cfg.data.name == study.base_config().data.name, "a smoke test keeps the study's data set name"
+    assert cfg.data.name in ("digits", "fake") or cfg.data.synthetic, "a smoke test must run without files"
     assert cfg.train.device in ("cpu", "auto") if cfg.data.name == "digits" else cfg.train.device == "cpu"
 
 
@@ -74,10 +76,12 @@ def test_the_studies_say_what_the_issue_asks():
     assert imagenet.total_trials() == 10
 
 
-def test_a_gpu_study_smoke_test_runs_on_fake_data_on_the_cpu():
-    smoke = smoke_variant(load_study(REPO / "studies" / "paper_imagenet.yaml"))
+def test_a_gpu_study_smoke_test_runs_on_synthetic_data_on_the_cpu():
+    study = load_study(REPO / "studies" / "paper_imagenet.yaml")
+    smoke = smoke_variant(study)
     cfg = smoke.base_config()
-    assert (cfg.data.name, cfg.train.device, cfg.train.epochs) == ("fake", "cpu", 2)
+    assert (cfg.data.name, cfg.data.synthetic, cfg.train.device, cfg.train.epochs) == (
+        study.base_config().data.name, True, "cpu", 2)
     assert smoke.resources.workers == 2 and smoke.max_concurrent_trials == 1
     assert all(p.key != "train.epochs" for p in smoke.space), "the smoke test pins the epochs"
 
@@ -148,7 +152,9 @@ def test_snapshot_round_trip():
     assert again == study
 
 
-def test_flat_search_space_and_first_points():
+def test_flat_search_space_and_first_points(tmp_path):
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
     from studyrunner import space
 
     study = load_study(REPO / "studies" / "quickstart.yaml")
@@ -157,8 +163,8 @@ def test_flat_search_space_and_first_points():
     points = space.points_to_evaluate(study)
     assert points == [{"mix.alpha": 2.0, "optim.mixblock_lr": 0.1, "automix.momentum": 0.97}]
     assert type(space.search_algorithm(study)).__name__ == "OptunaSearch"
-    sched = space.scheduler(study)
-    assert type(sched).__name__ == "AsyncHyperBandScheduler" and sched._time_attr == "epoch"
+    sched = space.scheduler(study, str(tmp_path))
+    assert isinstance(sched, AsyncHyperBandScheduler) and sched._time_attr == "epoch"
 
 
 def test_cli_rejects_a_typo_before_ray_starts(tmp_path):
@@ -212,3 +218,87 @@ def test_a_base_config_file_can_be_referenced(tmp_path):
     """))
     s = load_study(study)
     assert s.base_config().train.epochs == 2 and s.base_config().model.width == 16
+
+
+# --------------------------------------------------------------------------- the paper's studies
+
+PAPER_STUDIES = sorted((REPO / "studies").glob("paper_*.yaml"))
+PAPER_METHODS = {"vanilla", "mixup", "cutmix", "automix"}  # the methods this platform implements
+
+
+def _grid_configs(study):
+    import itertools
+
+    grid = [p for p in study.sampled if p.dist == "grid"]
+    for values in itertools.product(*(p.values for p in grid)):
+        yield study.resolve(dict(zip((p.key for p in grid), values)))
+
+
+def test_every_row_group_of_the_paper_has_a_study():
+    """Each (data set, backbone, epochs, method) of paper_results.csv that the platform can train is a
+    trial of some studies/paper_*.yaml, under the reference's name for the data set and backbone."""
+    import csv
+
+    from automix.backbones import short_name
+
+    rows = list(csv.DictReader((REPO / "analysis" / "reference" / "paper_results.csv").open()))
+    wanted = {(r["dataset"], r["backbone"], int(r["epochs"]), r["method"]) for r in rows
+              if r["method"] in PAPER_METHODS}
+    covered = {(c.data.name, short_name(c.model.backbone), c.train.epochs, c.method)
+               for path in PAPER_STUDIES for c in _grid_configs(load_study(path))}
+    assert not wanted - covered, sorted(wanted - covered)
+    assert {d for d, *_ in wanted} == {"imagenet", "cifar10", "cifar100", "tiny-imagenet", "cub200", "aircraft"}
+
+
+# What the spec's "Defaults per setting" gives each data set:
+# (lr, min_lr, mixblock_lr, mixblock_min_lr, weight_decay, batch, image_size, lambda_channel, m_end, pretrained)
+PAPER_SETTINGS = {
+    "imagenet": (0.1, 0.0, 0.1, 1e-3, 1e-4, 256, 224, True, 0.99999, None),
+    "cifar10": (0.1, 0.05, 0.1, 0.05, 1e-4, 100, 32, False, 0.999999, None),
+    "cifar100": (0.1, 0.05, 0.1, 0.05, 1e-4, 100, 32, False, 0.999999, None),
+    "tiny-imagenet": (0.2, 0.05, 0.1, 1e-3, 1e-4, 100, 64, False, 0.999999, None),
+    "cub200": (1e-3, 0.0, 0.01, 5e-4, 5e-4, 16, 224, True, 0.99999, "torchvision"),
+    "aircraft": (1e-3, 0.0, 0.01, 5e-4, 5e-4, 16, 224, True, 0.99999, "torchvision"),
+}
+
+
+@pytest.mark.parametrize("path", PAPER_STUDIES, ids=lambda p: p.name)
+def test_paper_studies_use_the_papers_settings(path: Path):
+    study = load_study(path)
+    assert study.search.algorithm == "grid" and study.scheduler.name == "none", "every trial to the end"
+    assert "Needs" in path.read_text() and f"tune_runner.py studies/{path.name}" in path.read_text()
+    for c in _grid_configs(study):
+        got = (c.optim.lr, c.optim.min_lr, c.optim.mixblock_lr, c.optim.mixblock_min_lr, c.optim.weight_decay,
+               c.train.batch_size, c.data.image_size, c.automix.lambda_channel, c.automix.momentum_end,
+               c.model.pretrained)
+        assert got == PAPER_SETTINGS[c.data.name], (c.data.name, got)
+        assert (c.mix.alpha, c.automix.momentum, c.automix.mask_loss_weight, c.automix.lam_margin) == (2.0, 0.999, 0.1, 0.08)
+        assert c.model.width == 64 and not c.data.synthetic
+
+
+def test_a_pretrained_study_smoke_test_drops_the_weights():
+    smoke = smoke_variant(load_study(REPO / "studies" / "paper_cub200.yaml"))
+    cfg = smoke.base_config()
+    assert cfg.model.pretrained is None and cfg.data.name == "cub200" and cfg.data.synthetic
+
+
+def test_an_empty_or_malformed_study_file_names_the_file_and_line(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(StudyError, match=f"study file {empty} is empty"):
+        load_study(empty)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\nspace:\n  mix.alpha: {dist: uniform, low: 1, high: 2\nnum_samples: 2\n")
+    with pytest.raises(StudyError, match=rf"study file {broken} is not valid YAML: line 4, column \d+"):
+        load_study(broken)
+
+
+def test_numbers_in_scientific_notation_are_read_as_numbers():
+    study = _parse(space={"optim.mixblock_lr": {"dist": "loguniform", "low": "1e-3", "high": "5e-1"}},
+                   search={"algorithm": "optuna", "seed": 0}, num_samples="1e1")
+    assert study.space[0].low == 1e-3 and study.space[0].high == 0.5 and study.num_samples == 10
+    message = _error(space={"mix.alpha": {"dist": "uniform", "low": 0.1, "high": float("inf")}})
+    assert "space.mix.alpha.high = inf must be a finite number" in message
+    from studyrunner.schema import config_value
+
+    assert config_value("optim.lr", "1e-3", "space.optim.lr.values[0]", "t.yaml") == 1e-3

@@ -1,8 +1,8 @@
 """Trials of 2 data-parallel workers (Ray Train TorchTrainer, gloo on CPU).
 
-The first trial's rank-1 worker kills itself once after training epoch 2, before reporting it: Train
-restarts the worker group from the last reported checkpoint (epoch 1) and the trial still ends after
-all 3 epochs, with one MLflow run. ASHA stops each trial at max_t, which frees its workers only through
+The first trial's rank-1 worker kills itself once after training epoch 2, before reporting it: Tune
+retries the trial (a transient error), whose Train run -- named after the trial -- continues from its
+last reported checkpoint (epoch 1), and the trial still ends after all 3 epochs, with one MLflow run. ASHA stops each trial at max_t, which frees its workers only through
 Ray Train's placement-group cleaner and Ray's State API; a second Ray instance runs on the machine
 meanwhile, the case where the State API used to guess the wrong cluster and the next trial waited
 forever for its workers.

@@ -161,18 +161,20 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 def start_mlflow_server(backend_store_uri: str, artifacts_dir: Path, log: Path,
                         *, mlflow_bin: str, port: int | None = None,
-                        timeout: float = 90.0, wait: bool = True) -> tuple[Started, str]:
+                        timeout: float = 90.0, wait: bool = True,
+                        app_name: str | None = None, env: dict | None = None) -> tuple[Started, str]:
     """`mlflow server` on 127.0.0.1, serving artifacts from `artifacts_dir`.
 
     Returns the process and its http URL once `/health` answers (at once with `wait=False`;
-    then call `wait_mlflow_server`).
+    then call `wait_mlflow_server`). `app_name="basic-auth"`: the login-protected server (its
+    settings, e.g. MLFLOW_AUTH_CONFIG_PATH, go in `env`, added to this process's environment).
     """
     port = port or free_port()
     cmd = [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", backend_store_uri,
            "--serve-artifacts", "--artifacts-destination", str(artifacts_dir),
-           "--workers", "1"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+           "--workers", "1", *(["--app-name", app_name] if app_name else [])]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", **(env or {})}
     proc = start(cmd, log, name="mlflow server", env=env)
     url = f"http://127.0.0.1:{port}"
     if wait:

@@ -29,6 +29,24 @@ def runner_cmd(study: str | Path, *args: str) -> list[str]:
     return [PYTHON, str(REPO / "tune_runner.py"), str(study), *args]
 
 
+def fake_runner_cmd(study: str | Path, *args: str) -> list[str]:
+    """tune_runner.py's command line with the trainer replaced by ``helpers/fake_train.py``."""
+    return [PYTHON, str(REPO / "tests" / "helpers" / "fake_runner.py"), str(study), *args]
+
+
+def fake_runner_env(log: Path, **extra: str) -> dict[str, str]:
+    """:func:`runner_env` for :func:`fake_runner_cmd`: ``helpers`` importable in Ray's workers, the fake
+    trainer's attempt log at ``log``."""
+    env = runner_env(FAKE_TRAIN_LOG=str(log), **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), env["PYTHONPATH"]])
+    return env
+
+
+def attempts(log: Path) -> list[str]:
+    """The fake trainer's attempt log: one ``<seed> <amp>`` line per attempt that trained."""
+    return log.read_text().split("\n")[:-1] if log.exists() else []
+
+
 def run_runner(study: str | Path, *args: str, timeout: float = 300, env: Mapping[str, str] | None = None
                ) -> subprocess.CompletedProcess:
     """Run tune_runner.py to the end (its own session, so nothing it starts outlives a timeout kill)."""
