@@ -211,7 +211,9 @@ def _params_frame(runs: Runs, index: pd.Index) -> pd.DataFrame:
     return params.rename(columns={c: f"param.{c}" for c in params.columns if c in META_COLUMNS})
 
 
-def _trials_frame(runs: Runs, history: pd.DataFrame, parents: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def _trials_frame(
+    runs: Runs, history: pd.DataFrame, parents: pd.DataFrame
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
     meta = _run_records(runs, parents)
     params = _params_frame(runs, meta.index)
     top1 = history.loc[history[record.TOP1].notna(), ["run_id", "epoch", record.TOP1]]

@@ -40,7 +40,7 @@ class Runs:
 def sort_runs(runs: list[Run]) -> Runs:
     """Trials and parents of `runs`: by `automix.role` where any run has it, else by nesting."""
     roles = [r.data.tags.get(record.ROLE_TAG) for r in runs]
-    if any(role in TRIAL_ROLES for role in roles):
+    if any(role is not None for role in roles):
         trials = [r for r, role in zip(runs, roles) if role in TRIAL_ROLES]
         parents = [r for r, role in zip(runs, roles) if role == record.ROLE_STUDY]
         return Runs(trials, parents, LAYOUT_RECORD, len(runs))

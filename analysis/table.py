@@ -75,7 +75,8 @@ def _cell(cell: pd.DataFrame, all_keys: pd.Series, columns: list[str]) -> dict[s
     first = chosen.iloc[0]
     width = int(first["model.width"]) if pd.notna(first.get("model.width", pd.NA)) else 64
     top1 = chosen["top1_summary"]
-    dataset, backbone, epochs, method = first["dataset"], first["backbone"], int(first["epochs"]), first["method"]
+    dataset, backbone, method = first["dataset"], first["backbone"], first["method"]
+    epochs = int(first["epochs"])
     paper = published.published_top1(dataset, backbone, epochs, method)
     return {
         "dataset": dataset,

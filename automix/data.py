@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset
 from . import tensor_sets
 from .config import ConfigError, DataConfig
 from .datasets import SPECS, DataError, DatasetSpec, spec_for
-from .folders import ClassFolders, class_folders
+from .folders import ClassFolders, class_folders, listed_samples, read_image_list, scan_class_folders
 from .tensor_sets import TensorImages
 
 __all__ = ["DataError", "DataSplits", "build_datasets", "check_root", "unnormalize", "labels_of", "MEAN_STD"]
@@ -41,16 +41,16 @@ class DataSplits:
 def build_datasets(cfg: DataConfig) -> DataSplits:
     spec = spec_for(cfg.name)
     if cfg.synthetic or spec.source == "fake":
-        splits = _in_memory(spec, cfg, tensor_sets.random_images(
+        splits = _tensor_splits(spec, cfg, tensor_sets.random_images(
             cfg.fake_train_size, cfg.fake_test_size, cfg.image_size, spec.num_classes or cfg.fake_num_classes))
     elif spec.source == "digits":
-        splits = _in_memory(spec, cfg, tensor_sets.digits(cfg.image_size))
+        splits = _tensor_splits(spec, cfg, tensor_sets.digits(cfg.image_size))
     elif spec.source == "cifar":
         check_root(cfg)
         if cfg.image_size != spec.stored_size:
             raise ConfigError(f"data.image_size = {cfg.image_size}: {cfg.name} images are {spec.stored_size} px; "
                               f"set data.image_size: {spec.stored_size}")
-        splits = _in_memory(spec, cfg, tensor_sets.cifar(cfg.name, cfg.root))
+        splits = _tensor_splits(spec, cfg, tensor_sets.cifar(cfg.name, cfg.root))
     else:
         splits = _folder_splits(spec, cfg)
     if cfg.train_per_class is not None:
@@ -63,7 +63,7 @@ def build_datasets(cfg: DataConfig) -> DataSplits:
     return splits
 
 
-def _in_memory(spec: DatasetSpec, cfg: DataConfig, arrays: tensor_sets.Arrays) -> DataSplits:
+def _tensor_splits(spec: DatasetSpec, cfg: DataConfig, arrays: tensor_sets.Arrays) -> DataSplits:
     x_train, y_train, x_test, y_test = arrays
     num_classes = spec.num_classes or cfg.fake_num_classes
     return DataSplits(TensorImages(x_train, y_train, spec.train_transform(cfg.image_size)),
@@ -73,9 +73,17 @@ def _in_memory(spec: DatasetSpec, cfg: DataConfig, arrays: tensor_sets.Arrays) -
 def _folder_splits(spec: DatasetSpec, cfg: DataConfig) -> DataSplits:
     classes = _checked_classes(cfg)
     root = Path(cfg.root)
-    train = ClassFolders(root / "train", classes, spec.train_transform(cfg.image_size), cfg.skip_corrupt)
-    test = ClassFolders(root / "val", classes, spec.test_transform(cfg.image_size), cfg.skip_corrupt)
+    train_samples = scan_class_folders(root / "train", classes)
+    val_list = _val_list(spec, root)
+    test_samples = listed_samples(val_list, classes) if val_list else scan_class_folders(root / "val", classes)
+    train = ClassFolders(train_samples, spec.train_transform(cfg.image_size), cfg.skip_corrupt)
+    test = ClassFolders(test_samples, spec.test_transform(cfg.image_size), cfg.skip_corrupt)
     return DataSplits(train, test, len(classes), spec)
+
+
+def _val_list(spec: DatasetSpec, root: Path) -> Path | None:
+    """The set's list of validation images when data.root holds it (official Tiny-ImageNet)."""
+    return root / spec.val_list if spec.val_list and (root / spec.val_list).is_file() else None
 
 
 # --------------------------------------------------------------------------- cheap checks
@@ -103,6 +111,12 @@ def _checked_classes(cfg: DataConfig) -> list[str]:
         if not (root / split).is_dir():
             _fail(cfg, spec, f"there is no folder {root / split}")
         splits[split] = class_folders(root / split)
+        if split == "val" and _val_list(spec, root):
+            # A list may name fewer classes; each one it names needs a train/ folder (no image is opened).
+            unknown = sorted({cls for _, cls in read_image_list(_val_list(spec, root))} - set(splits["train"]))
+            if unknown:
+                _fail(cfg, spec, f"{spec.val_list} names classes without a train/ folder: {', '.join(unknown[:5])}")
+            splits[split] = splits["train"]
         if not splits[split]:
             _fail(cfg, spec, f"{root / split} holds no class folders")
     if splits["train"] != splits["val"]:

@@ -2,7 +2,7 @@
 (docs/automix_spec.md, "Defaults per setting"). Reading the files is in :mod:`automix.data`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from . import transforms as T
@@ -38,6 +38,9 @@ class DatasetSpec:
     flip: bool = True  # horizontal flip in training (not for digits: a flipped digit is another symbol)
     stored_size: int | None = None  # the files' resolution where it is fixed (CIFAR: 32 px)
     layout: str = ""  # what data.root must hold, for error messages
+    # A list of the validation images and their classes, used when data.root holds it instead of val/
+    # class folders (the official Tiny-ImageNet download); the images are in images/ beside it.
+    val_list: str | None = None
 
     def train_transform(self, size: int):
         return T.compose(self.train_geometry(size), self.flip, self.mean, self.std)
@@ -70,15 +73,16 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
     _cifar("cifar10", ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), 10, "cifar-10-batches-py"),
     _cifar("cifar100", ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)), 100, "cifar-100-python"),
     _folders("imagenet", IMAGENET_MEAN_STD, 1000, T.resized_crop, T.center_view, "train/n01440764/*.JPEG, ..."),
-    # Tiny-ImageNet: ImageNet's statistics, as the reference configs normalise it.
-    _folders("tiny-imagenet", IMAGENET_MEAN_STD, 200, T.resized_crop,
-             T.resize_view, "the official val/ is one folder of images: sort it into class folders by "
-                            "val/val_annotations.txt"),
+    # Tiny-ImageNet: ImageNet's statistics, as the reference configs normalise it. The official
+    # tiny-imagenet-200/ folder is read as it is (train/<wnid>/images/, val/val_annotations.txt).
+    replace(_folders("tiny-imagenet", IMAGENET_MEAN_STD, 200, T.resized_crop, T.resize_view,
+                     "or the official val/images/ with val/val_annotations.txt"),
+            val_list="val/val_annotations.txt"),
     _folders("cub200", IMAGENET_MEAN_STD, 200, T.resize_resized_crop, T.center_view,
              "CUB_200_2011/images split by train_test_split.txt"),
     _folders("aircraft", IMAGENET_MEAN_STD, 100, T.resize_resized_crop, T.center_view,
              "FGVC-Aircraft variants, images_variant_{trainval,test}.txt"),
-    _folders("imagefolder", IMAGENET_MEAN_STD, None, T.pad_crop_up_to_64, T.resize_up_to_64, ""),
+    _folders("imagefolder", IMAGENET_MEAN_STD, None, T.folder_crop_up_to_64, T.resize_up_to_64, ""),
     DatasetSpec("fake", *HALF, None, "fake", T.pad_crop_up_to_64, T.plain_up_to_64,
                 layout="nothing (random images)"),
 )}

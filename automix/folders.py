@@ -1,4 +1,5 @@
-"""Image class folders ``root/<split>/<class>/**/<image>`` read lazily, one PIL decode per sample.
+"""Image class folders ``root/<split>/<class>/**/<image>`` (or a list of images and their classes, as
+Tiny-ImageNet's val/) read lazily, one PIL decode per sample.
 
 An image that cannot be decoded raises :class:`DataError` naming the file, from inside the data set,
 so it surfaces whenever it is met (mid-epoch, in a worker). With ``skip_corrupt`` the next readable
@@ -36,19 +37,53 @@ def _images_under(folder: Path) -> list[Path]:
     return found
 
 
-class ClassFolders(Dataset):
-    """Samples ``(transform(image), class index)``; classes are the sorted folder names of ``classes``."""
+def scan_class_folders(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(image, class index) for every image under ``split_dir/<class>/`` (sub-folders included, as the
+    official Tiny-ImageNet ``train/<wnid>/images/``), in sorted order."""
+    samples = []
+    for index, name in enumerate(classes):
+        files = _images_under(split_dir / name)
+        if not files:
+            raise DataError(f"class folder {split_dir / name} holds no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add its images")
+        samples += [(f, index) for f in files]
+    return samples
 
-    def __init__(self, split_dir: Path, classes: list[str], transform, skip_corrupt: bool = False):
+
+def read_image_list(list_file: Path) -> list[tuple[str, str]]:
+    """(file name, class folder name) per line of a list such as Tiny-ImageNet's
+    ``val/val_annotations.txt`` (``val_0.JPEG<TAB>n03444034<TAB>...``)."""
+    entries = []
+    for line_no, line in enumerate(list_file.read_text().splitlines(), 1):
+        fields = line.split("\t") if "\t" in line else line.split()
+        if len(fields) < 2:
+            if line.strip():
+                raise DataError(f"{list_file}:{line_no}: expected <image> <class> on each line, got {line!r}")
+            continue
+        entries.append((fields[0], fields[1]))
+    return entries
+
+
+def listed_samples(list_file: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(image, class index) for the images a list file names, read from ``images/`` beside it."""
+    index = {name: i for i, name in enumerate(classes)}
+    samples = []
+    for name, cls in read_image_list(list_file):
+        if cls not in index:
+            raise DataError(f"{list_file}: {name} is of class {cls}, which has no folder under train/")
+        samples.append((list_file.parent / "images" / name, index[cls]))
+    return samples
+
+
+class ClassFolders(Dataset):
+    """Samples ``(transform(image), class index)`` of a list of (image file, class index)."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform, skip_corrupt: bool = False):
+        if not samples:
+            raise DataError("no images to read")
         self.transform = transform
         self.skip_corrupt = skip_corrupt
-        self.samples: list[tuple[Path, int]] = []
-        for index, name in enumerate(classes):
-            files = _images_under(split_dir / name)
-            if not files:
-                raise DataError(f"class folder {split_dir / name} holds no images "
-                                f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add its images")
-            self.samples += [(f, index) for f in files]
+        self.samples = samples
         self.targets = [label for _, label in self.samples]
         self._skipped = multiprocessing.get_context().Value("q", 0)
 

@@ -103,8 +103,9 @@ def build_loaders(cfg: RunConfig, rank: int, world_size: int, device: torch.devi
     if len(splits.train) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is larger than the training set "
                           f"({len(splits.train)} images of {cfg.data.name})")
-    if _use_device(cfg, splits, device):
-        return _device_loaders(cfg, splits, rank, world_size, device, local_bs)
+    held = None if cfg.data.on_device == "off" else _in_memory(splits)
+    if _use_device(cfg, splits, held, device):
+        return _device_loaders(cfg, splits, held, rank, world_size, device, local_bs)
     sampler = DistributedSampler(splits.train, num_replicas=world_size, rank=rank, shuffle=True,
                                  seed=cfg.train.seed, drop_last=True)
     pin = device.type == "cuda"
@@ -123,17 +124,26 @@ def _tensors(ds) -> tuple[Tensor, Tensor] | None:
     base = ds.dataset if isinstance(ds, Subset) else ds
     if not isinstance(base, TensorImages):
         return None
+    if not isinstance(ds, Subset):
+        return base.images, base.labels
     index = torch.as_tensor(list(indices_of(ds)), dtype=torch.long)
     return base.images[index], labels_of(ds)
 
 
-def _use_device(cfg: RunConfig, splits: DataSplits, device: torch.device) -> bool:
+InMemory = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]] | None  # (train, test) images and labels
+
+
+def _in_memory(splits: DataSplits) -> InMemory:
+    train, test = _tensors(splits.train), _tensors(splits.test)
+    return None if train is None or test is None else (train, test)
+
+
+def _use_device(cfg: RunConfig, splits: DataSplits, held: InMemory, device: torch.device) -> bool:
     mode = cfg.data.on_device
     if mode == "off":
         return False
-    train = _tensors(splits.train)
     size = cfg.data.image_size
-    if train is None or _tensors(splits.test) is None or not splits.spec.batched_augment_ok(size):
+    if held is None or not splits.spec.batched_augment_ok(size):
         if mode == "on":
             raise ConfigError(
                 f"data.on_device = on: {cfg.data.name} at {size} px cannot be augmented on the device (it does "
@@ -142,15 +152,16 @@ def _use_device(cfg: RunConfig, splits: DataSplits, device: torch.device) -> boo
         return False
     if mode == "on":
         return True
-    nbytes = sum(t[0].numel() for t in (train, _tensors(splits.test)))
+    nbytes = sum(images.numel() for images, _ in held)  # uint8: one byte per element
     return device.type == "cuda" and nbytes <= ON_DEVICE_AUTO_MAX_BYTES
 
 
-def _device_loaders(cfg: RunConfig, splits: DataSplits, rank: int, world_size: int, device: torch.device,
-                    local_bs: int) -> DeviceLoaders:
+def _device_loaders(cfg: RunConfig, splits: DataSplits, held: InMemory, rank: int, world_size: int,
+                    device: torch.device, local_bs: int) -> DeviceLoaders:
     spec, size = splits.spec, cfg.data.image_size
-    train = DeviceImages(*_tensors(splits.train), spec.mean, spec.std, device)
-    test = DeviceImages(*_tensors(splits.test), spec.mean, spec.std, device)
+    (train_x, train_y), (test_x, test_y) = held
+    train = DeviceImages(train_x, train_y, spec.mean, spec.std, device)
+    test = DeviceImages(test_x, test_y, spec.mean, spec.std, device)
     batches = DeviceTrainBatches(train, local_bs, rank, world_size, cfg.train.seed, pad=size // 8, flip=spec.flip)
     return DeviceLoaders(splits, len(batches), local_bs, device, train=batches,
                          test=DeviceTestBatches(test, cfg.train.eval_batch_size, rank, world_size))

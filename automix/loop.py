@@ -246,6 +246,8 @@ def _draw_picture(net: AutoMixNet | BaselineNet, x: Tensor, cfg: RunConfig, path
     p = net.preview(x, draws)
     if isinstance(net, AutoMixNet):
         title += f" | drawn lam_mb={draws.lam_mb:.2f}; under each column: the share of x_i in it"
+    else:
+        title += " | under each column: lam, the share of x_i = the label weight of y_i"
     return save_mix_grid(p.x_i, p.x_j, p.mask, p.mixed, path, cfg.data.name, title=title)
 
 

@@ -53,7 +53,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise ConfigError(f"model.pretrained: cannot read {path} as a state_dict ({type(exc).__name__}: {exc})") from None
+        raise ConfigError(f"model.pretrained: cannot read {path} as a state_dict "
+                          f"({type(exc).__name__}: {exc})") from None
     for key in WRAPPERS:
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]

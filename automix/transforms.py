@@ -54,6 +54,12 @@ def pad_crop_up_to_64(size: int) -> list:
     return pad_crop(size) if size <= 64 else resized_crop(size)
 
 
+def folder_crop_up_to_64(size: int) -> list:
+    """Any other folder set (imagefolder): up to 64 px the whole image brought to ``size``, then the
+    CIFAR-style padded crop; ImageNet-style above."""
+    return resize_view(size) + pad_crop(size) if size <= 64 else resized_crop(size)
+
+
 def plain_up_to_64(size: int) -> list:
     """Test view of fake data (stored at ``size``): as stored up to 64 px, the centre view above."""
     return plain(size) if size <= 64 else center_view(size)

@@ -29,7 +29,7 @@ def save_mix_grid(x_i: torch.Tensor, x_j: torch.Tensor | None, mask: torch.Tenso
 
     x_i, x_j, mixed: (N, 3, H, W) normalised images; mask: (N, 1, H, W) in [0, 1]."""
     n = min(max_images, x_i.shape[0])
-    rows = [("x_i", unnormalize(x_i[:n].float(), dataset))]
+    rows = [("x_i" if mask is not None else "x", unnormalize(x_i[:n].float(), dataset))]
     captions = None
     if mask is not None:
         s = mask[:n].float().clamp(0, 1)

@@ -6,7 +6,7 @@ with the median seconds of each and the ratios:
   automix_over_vanilla = AutoMix step / vanilla step              (target <= 3.0)
 All timings are taken interleaved in one run, so machine noise hits them alike.
 
-    python benchmarks/step_cost.py [--repeats 7] [--batch 64] [--width 64]
+    python benchmarks/step_cost.py [--repeats 7] [--batch 64] [--width 64] [--threads 1]
 """
 from __future__ import annotations
 
@@ -61,7 +61,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--width", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = p.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, generator=g)
     y = torch.randint(0, 100, (args.batch,), generator=g)

@@ -24,7 +24,7 @@
 # venv, at the versions of docker/requirements.lock. The project itself is not installed (its
 # Python pin may differ from the machine's); it is imported from this checkout via PYTHONPATH.
 # Each part has its own time limit; a part that fails or cannot run says why in the JSON and the
-# others still run. Exit status 0 when every part that ran succeeded.
+# others still run. Exit status 0 when every part ran and succeeded (the JSON's "ok").
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -83,19 +83,27 @@ run_part() {  # run_part NAME SECONDS COMMAND...: stdout to NAME.json, stderr to
 # ---------------------------------------------------------------- benchmarks
 # Time limits: on the GPU they add up to under 8 minutes with setup's 90 s of pip; a dry run on a
 # small shared CPU machine gets more room, since it checks that the steps work, not their speed.
+ready() {  # ready KEY: setup.json says KEY is true
+    "$PY" -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))[sys.argv[2]] else 1)" \
+        "$PARTS/setup.json" "$1"
+}
 if [ "$DRY" = 1 ]; then
     LIMIT_BENCH=400 LIMIT_PACK=300 LIMIT_STUDY=600
+else
+    LIMIT_BENCH=150 LIMIT_PACK=90 LIMIT_STUDY=140
+fi
+if ! ready bench_ready; then
+    say "benchmarks: skipped, no CUDA torch or its packages (see setup in the JSON)"
+elif [ "$DRY" = 1 ]; then
     run_part throughput $LIMIT_BENCH "$PY" benchmarks/gpu_throughput.py --smoke --threads 1
     run_part packing $LIMIT_PACK "$PY" benchmarks/trial_packing.py --smoke --packs 1 4 --seconds 1
 else
-    LIMIT_BENCH=150 LIMIT_PACK=90 LIMIT_STUDY=140
     run_part throughput $LIMIT_BENCH "$PY" benchmarks/gpu_throughput.py --device cuda
     run_part packing $LIMIT_PACK "$PY" benchmarks/trial_packing.py --device cuda --packs 1 4 --seconds 15
 fi
 
 # ---------------------------------------------------------------- a packed study
-if "$PY" -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['study_ready'] else 1)" \
-        "$PARTS/setup.json"; then
+if ready study_ready && { [ "$DRY" = 1 ] || ready bench_ready; }; then
     "$PY" scripts/gpu_check_report.py study-file "$WORK/gpu_check_study.yaml" "$DRY"
     say "study: 4 trials, gpus_per_worker $([ "$DRY" = 1 ] && echo 0 || echo 0.25), 4 at once"
     timeout $LIMIT_STUDY "$PY" tune_runner.py "$WORK/gpu_check_study.yaml" \
@@ -105,7 +113,7 @@ if "$PY" -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['study_
     say "study: exit $(cat "$PARTS/study.rc")"
     tail -n 20 "$PARTS/study.log"
 else
-    say "study: skipped, its packages are missing (see setup in the JSON)"
+    say "study: skipped, its packages or CUDA are missing (see setup in the JSON)"
 fi
 
 "$PY" scripts/gpu_check_report.py assemble "$PARTS" "$WORK/mlflow.db" "$RESULT" "$DRY"

@@ -91,8 +91,8 @@ def setup(parts: Path, base: str, python: str, wheels: str, dry: bool) -> None:
     facts = probe(python)
     out = {"base_python": base, "python": python, **facts}
     missing = set(facts["missing"])
-    installable = sorted({STUDY_MODULES[m] for m in missing & set(STUDY_MODULES)}
-                         | {BENCH_MODULES[m] for m in missing & set(BENCH_MODULES)} - {"torch", "torchvision"})
+    installable = sorted(({STUDY_MODULES[m] for m in missing & set(STUDY_MODULES)}
+                          | {BENCH_MODULES[m] for m in missing & set(BENCH_MODULES)}) - {"torch", "torchvision"})
     if installable and python != base:  # only ever into our own venv
         out["install"] = install(python, requirements(set(installable)), wheels, parts)
         out.update(probe(python))
@@ -100,8 +100,9 @@ def setup(parts: Path, base: str, python: str, wheels: str, dry: bool) -> None:
         out["install"] = {"exit_code": None, "log_tail": "no venv could be made; nothing installed"}
     bench_missing = [m for m in out["missing"] if m in BENCH_MODULES]
     study_missing = [m for m in out["missing"] if m not in BENCH_MODULES]
-    out["study_ready"] = not study_missing
     cuda_ok = out.get("cuda_available") or dry
+    out["bench_ready"] = bool(cuda_ok and not bench_missing)
+    out["study_ready"] = not study_missing
     pip = out.get("install")
     out["summary"] = (
         f"python {out.get('python_version')} torch {out.get('torch')} (CUDA {out.get('torch_cuda')}, "
@@ -155,7 +156,7 @@ def study_file(path: Path, dry: bool) -> None:
 def read_part(parts: Path, name: str) -> dict:
     rc_file = parts / f"{name}.rc"
     if not rc_file.exists():
-        return {"ran": False}
+        return {"ran": False, "reason": "skipped: " + json.loads((parts / "setup.json").read_text())["summary"]}
     rc = int(rc_file.read_text().strip() or -1)
     log = (parts / f"{name}.log").read_text(errors="replace") if (parts / f"{name}.log").exists() else ""
     part = {"ran": True, "exit_code": rc, "timed_out": rc == 124}
@@ -171,8 +172,7 @@ def read_part(parts: Path, name: str) -> dict:
 def study_outcome(parts: Path, db: Path) -> dict:
     part = read_part(parts, "study")
     if not part["ran"]:
-        setup_ = json.loads((parts / "setup.json").read_text())
-        return {"ran": False, "reason": "skipped: " + setup_["summary"]}
+        return part
     part.pop("result", None)
     log = (parts / "study.log").read_text(errors="replace")
     part["log_tail"] = log[-3000:]
@@ -216,8 +216,9 @@ def assemble(parts: Path, db: Path, result: Path, dry: bool) -> int:
     report = {"dry_run": dry, "gpu": gpu, "setup": json.loads((parts / "setup.json").read_text()),
               "throughput": read_part(parts, "throughput"), "packing": read_part(parts, "packing"),
               "study": study_outcome(parts, db)}
-    ran = [report[k] for k in ("throughput", "packing", "study") if report[k]["ran"]]
-    report["ok"] = bool(ran) and all(p["exit_code"] == 0 for p in ran) and report["study"].get("ok", True)
+    # ok: every part ran and passed; a part that could not run (no CUDA, no packages) is not ok.
+    report["ok"] = (all(report[k]["ran"] and report[k]["exit_code"] == 0 for k in ("throughput", "packing", "study"))
+                    and report["study"].get("ok", False))
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_text(json.dumps(report, indent=2) + "\n")
     print(f"gpu_check: wrote {result} (ok: {report['ok']})")

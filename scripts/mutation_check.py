@@ -57,8 +57,12 @@ MUTATIONS = [
        ("z_j.new_full((n, 1, h, w), 1.0 - lam)", "z_j.new_full((n, 1, h, w), lam)")),
     _m("M06", "Mix Block returns the mask of x_i (1 - s) instead of s", "automix/mixblock.py",
        ("return torch.sigmoid(a)", "return 1.0 - torch.sigmoid(a)")),
+    _m("M43", "upsampling by a hard-coded factor 4", "automix/mixblock.py",
+       ('return F.interpolate(a, size=image_size, mode="nearest")',
+        'return F.interpolate(a, scale_factor=4, mode="nearest")')),
     _m("M07", "bilinear instead of nearest upsampling by default", "automix/config.py",
-       ('upsample: Literal["nearest", "bilinear"] = "nearest"', 'upsample: Literal["nearest", "bilinear"] = "bilinear"')),
+       ('upsample: Literal["nearest", "bilinear"] = "nearest"',
+        'upsample: Literal["nearest", "bilinear"] = "bilinear"')),
     # --- mixing ops (steps 1, 4, 6)
     _m("M08", "x[perm] mixed into x the wrong way: s x + (1 - s) x[perm]", "automix/mixing.py",
        ("return x + mask * (x[perm] - x)", "return x[perm] + mask * (x - x[perm])")),
@@ -118,7 +122,8 @@ MUTATIONS = [
        ("        if self._optimizer_step():\n            self.lr_sched.step()\n            if self.ema is not None:\n"
         "                self.momentum = self.sched.momentum(t)\n                self.ema.update(self.momentum)\n",
         "        if self.ema is not None:\n            self.momentum = self.sched.momentum(t)\n"
-        "            self.ema.update(self.momentum)\n        if self._optimizer_step():\n            self.lr_sched.step()\n")),
+        "            self.ema.update(self.momentum)\n"
+        "        if self._optimizer_step():\n            self.lr_sched.step()\n")),
     _m("M34", "EMA with m(t + 1)", "automix/stepper.py",
        ("self.momentum = self.sched.momentum(t)", "self.momentum = self.sched.momentum(t + 1)")),
     _m("M35", "EMA weights swapped: k <- (1 - m) k + m q", "automix/ema.py",
@@ -135,6 +140,9 @@ MUTATIONS = [
        ("cosine_lr_factor(o.mixblock_lr, o.mixblock_min_lr,", "cosine_lr_factor(o.mixblock_lr, o.min_lr,")),
     _m("M41", "LR scheduler never stepped", "automix/stepper.py",
        ("            self.lr_sched.step()\n", "            pass\n")),
+    _m("M44", "no weight decay", "automix/optim.py",
+       ("weight_decay=o.weight_decay, nesterov", "weight_decay=0.0, nesterov")),
+    _m("M45", "Nesterov momentum", "automix/optim.py", ("nesterov=o.nesterov)", "nesterov=True)")),
     _m("M42", "cosine runs backwards (1 - cos)", "automix/schedules.py",
        ("return end + (start - end) * (1.0 + math.cos(math.pi * progress)) / 2.0",
         "return end + (start - end) * (1.0 - math.cos(math.pi * progress)) / 2.0")),

@@ -126,7 +126,7 @@ class MlflowTrialCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         state = self._run(trial)
-        text = _error_text(trial)
+        text = run_record.plain_text(_error_text(trial))
         line = run_record.error_line(text)
         self.client.log_text(state.run_id, text, record.ERROR_ARTIFACT)
         self.client.log_batch(state.run_id, tags=[

@@ -119,6 +119,13 @@ def check_resources(study: Study, nodes: list[dict[str, Any]], node_types: list[
     raise LaunchError(f"{study.source}: {problem[0]}: {problem[1]} (nodes: {describe(nodes)})")
 
 
+def concurrent_trials_that_fit(study: Study, nodes: list[dict[str, Any]]) -> int:
+    """How many trials of this study the cluster runs at once. A multi-worker trial holds no resources
+    itself (its Train run's workers do), so Tune would start max_concurrent_trials of them whatever
+    the cluster has, and the surplus would wait for workers -- past resources.placement_timeout_s."""
+    return sum(fits(n, worker_request(study)) for n in nodes) // study.resources.workers
+
+
 def _placement_problem(request: Mapping[str, float], workers: int,
                        nodes: list[dict[str, Any]]) -> tuple[str, str] | None:
     """(the key and value, what the cluster lacks) or None when ``workers`` x ``request`` can be placed."""

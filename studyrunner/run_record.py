@@ -5,6 +5,7 @@ history, shared by the Tune callback and the single-run tracker; no Ray, no MLfl
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from automix import record
@@ -13,6 +14,9 @@ from automix import record
 NOT_METRICS = frozenset({"epoch", "checkpoint_path", "checkpoint_dir_name", "config", "trial_id",
                          "experiment_tag", "should_checkpoint", "done", "date", "hostname", "node_ip",
                          "pid", "timestamp", "ray_node_id", record.TAG_NUMERIC_RETRY})
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class RecordError(ValueError):
@@ -68,6 +72,11 @@ def final_metrics(history: Sequence[Mapping[str, Any]], planned_epochs: int, *, 
     if wall_s > 0 and devices > 0:
         out[record.DEVICE_HOURS] = wall_s / 3600.0 * devices
     return out
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal colour codes (Ray colours its error text)."""
+    return _ANSI.sub("", text)
 
 
 def error_line(text: str) -> str:

@@ -25,7 +25,7 @@ from . import preflight, ray_local
 from .resume import LaunchError, find_launch, new_experiment_name, storage_path, write_state
 from .smoke import smoke_variant
 from .study import Study, StudyError, load_study, study_from_snapshot
-from .uris import TrackingUnavailable, check_reachable, resolve_tracking_uri
+from .uris import TrackingUnavailable, check_reachable, redact, resolve_tracking_uri
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_USAGE, EXIT_TRACKING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 PARENT_STATUS = {EXIT_OK: "FINISHED", EXIT_TRIALS_FAILED: "FAILED", EXIT_USAGE: "FAILED",
@@ -40,7 +40,6 @@ class Options:
     tracking_uri: str | None = None
     storage_path: str | None = None
     resume: str | None = None  # None, "latest" or an experiment folder
-    cleanup: str | None = None  # stop what a killed launch left running: "latest" or an experiment folder
     overrides: Sequence[str] = ()
     num_samples: int | None = None
     max_concurrent_trials: int | None = None
@@ -48,6 +47,7 @@ class Options:
     train_fn: str | None = None  # "module:function" instead of automix.train:train (benchmarks, tests)
     verbose: int = 1
     track: bool = True  # MLflow tracking (off only for benchmarks of the platform's own overhead)
+    cleanup: str | None = None  # stop what a killed launch left running: "latest" or an experiment folder
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _prepare_resume(opts: Options, storage: str) -> Launch:
     tracking_uri = state["tracking_uri"]
     if opts.tracking_uri and resolve_tracking_uri(opts.tracking_uri) != tracking_uri:
         raise LaunchError(f"--resume continues the MLflow runs at {tracking_uri}; drop --tracking-uri "
-                          f"or pass that one (got {opts.tracking_uri})")
+                          f"or pass that one (got {redact(opts.tracking_uri)})")
     if opts.track and tracking_uri is None:
         raise LaunchError("this launch was run without MLflow tracking; resume it from Python with track=False")
     current = load_study(opts.study)  # still validated: a broken file is reported, not resumed over
@@ -161,13 +161,21 @@ def _run(launch: Launch) -> Outcome:
 
 
 def _check_cluster(launch: Launch) -> None:
+    """Resources a trial can never get end the launch (exit 2); multi-worker trials run only as many
+    at a time as the cluster holds (their Train runs would otherwise wait for workers)."""
     attached = launch.opts.address is not None
-    note = preflight.check_resources(
-        launch.study, preflight.alive_nodes(),
-        node_types=preflight.autoscaler_node_types() if attached else None,
-        autoscaling=attached and preflight.cluster_autoscales())
+    autoscaling = attached and preflight.cluster_autoscales()
+    nodes = preflight.alive_nodes()
+    note = preflight.check_resources(launch.study, nodes, autoscaling=autoscaling,
+                                     node_types=preflight.autoscaler_node_types() if attached else None)
     if note:
         print(note, file=sys.stderr)
+    study = launch.study
+    fit = preflight.concurrent_trials_that_fit(study, nodes)
+    if study.resources.workers > 1 and not autoscaling and 1 <= fit < study.max_concurrent_trials:
+        print(f"note: max_concurrent_trials = {study.max_concurrent_trials}: this cluster holds {fit} trials of "
+              f"{study.resources.workers} workers at once; running {fit} at a time", file=sys.stderr)
+        launch.study = dataclasses.replace(study, max_concurrent_trials=fit)
 
 
 def _stop_leftovers_of(state: dict[str, Any]) -> None:

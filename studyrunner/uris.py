@@ -107,12 +107,14 @@ def _credentials_file() -> tuple[str | None, str | None]:
     return section.get(USERNAME_ENV.lower()), section.get(PASSWORD_ENV.lower())
 
 
-def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
-    """Fail fast, before any trial runs: an http server must answer ``/health`` and, with this
-    process's credentials, its REST API within ``timeout_s``; a SQLite file must be creatable."""
+def check_reachable(uri: str, timeout_s: float = 10.0, login_timeout_s: float = 30.0) -> None:
+    """Fail fast, before any trial runs: an http server must answer ``/health`` within ``timeout_s``
+    and, with this process's credentials, its REST API within ``login_timeout_s`` (a login-protected
+    server hashes the password on a first request: seconds on a busy machine); a SQLite file must be
+    creatable."""
     scheme = urlsplit(uri).scheme.lower()
     if scheme in _SERVER_SCHEMES:
-        _check_server(uri, timeout_s)
+        _check_server(uri, timeout_s, login_timeout_s)
     elif scheme == "sqlite":
         path = uri[len("sqlite:///"):]
         if path != ":memory:":
@@ -125,15 +127,15 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
                 raise TrackingUnavailable(f"tracking URI {uri}: {parent} is not writable")
 
 
-def _check_server(uri: str, timeout_s: float) -> None:
+def _check_server(uri: str, timeout_s: float, login_timeout_s: float) -> None:
     base = resolve_tracking_uri(uri).rstrip("/")  # credentials in the URI become headers below
     shown = redact(base)
     headers = auth_headers()
-    for what, path in (("/health", "/health"),
-                       ("the REST API", "/api/2.0/mlflow/experiments/search?max_results=1")):
+    for what, path, timeout in (("/health", "/health", timeout_s),
+                                ("the REST API", "/api/2.0/mlflow/experiments/search?max_results=1", login_timeout_s)):
         request = urllib.request.Request(base + path, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 if response.status == 200:
                     continue
                 reason = f"HTTP {response.status}"
@@ -147,7 +149,7 @@ def _check_server(uri: str, timeout_s: float) -> None:
             reason = redact(str(getattr(exc, "reason", exc)))
         raise TrackingUnavailable(
             f"cannot reach the MLflow tracking server at {shown}: {what} did not answer within "
-            f"{timeout_s:.0f}s ({reason}). Start it (mlflow server --host 127.0.0.1 --port 5000 "
+            f"{timeout:.0f}s ({reason}). Start it (mlflow server --host 127.0.0.1 --port 5000 "
             f"--backend-store-uri sqlite:///mlflow.db) or pass --tracking-uri sqlite:///mlflow.db")
 
 

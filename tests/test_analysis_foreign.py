@@ -58,7 +58,8 @@ def test_short_names_are_read_as_config_keys(uri):
 
 def test_dotted_names_and_the_cli(uri, capsys):
     row = build_results(load_experiment(uri, "dotted")).iloc[0]
-    assert (row["method"], row["epochs"], row["top1_mean"]) == ("vanilla", 4, statistics.median([11, 22, 33, 44]))
+    assert (row["method"], row["epochs"]) == ("vanilla", 4)
+    assert row["top1_mean"] == statistics.median([11, 22, 33, 44])
     assert paper_table_main(["--tracking-uri", uri, "--experiment", "dotted"]) == 0
     out = capsys.readouterr().out
     assert "| cifar100 | resnet18 |" in out and "27.50" in out

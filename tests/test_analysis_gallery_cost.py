@@ -59,7 +59,8 @@ def test_report_logs_gallery_and_cost_to_the_parent(store, tmp_path):
     report = write_report(load_experiment(uri, "gallery"), tmp_path)
     assert report.logged_to == parent and report.cost_figure == tmp_path / "cost.png"
     client = MlflowClient(uri)
-    assert [a.path for a in client.list_artifacts(parent, record.GALLERY_ARTIFACT_DIR)] == ["gallery/gallery.png"]
+    gallery = client.list_artifacts(parent, record.GALLERY_ARTIFACT_DIR)
+    assert [a.path for a in gallery] == ["gallery/gallery.png"]
     logged = {Path(a.path).name for a in client.list_artifacts(parent, "analysis")}
     assert {"cost.png", "trials.png", "paper_table.md"} <= logged
 

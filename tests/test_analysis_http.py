@@ -14,7 +14,8 @@ from analysis import build_results, load_experiment
 from analysis.report import write_report
 from analysis.history import PUBLIC_PATH, SQL_PATH
 from analysis.runs import LAYOUT_FOREIGN
-from analysis.synthetic import PlainRun, StudyWriter, TrialSpec, new_sqlite_store, trial_params, write_plain_study
+from analysis.synthetic import (PlainRun, StudyWriter, TrialSpec, new_sqlite_store, trial_params,
+                                write_plain_study)
 
 helpers = pytest.importorskip("helpers.procs")  # tests/helpers: start and stop servers by pid
 
@@ -74,4 +75,5 @@ def test_plain_mlflow_runs_over_http_give_the_same_table(server):
     pd.testing.assert_frame_equal(over_http.trials, direct.trials)
     pd.testing.assert_frame_equal(over_http.history, direct.history)
     pd.testing.assert_frame_equal(build_results(over_http), build_results(direct))
-    assert build_results(over_http).loc[0, "top1_mean"] == pytest.approx(2.0)  # medians of [1, 2, 3] and [2, 2, 4]
+    # The medians of [1, 2, 3] and [2, 2, 4].
+    assert build_results(over_http).loc[0, "top1_mean"] == pytest.approx(2.0)

@@ -46,6 +46,9 @@ def _kinds(transform) -> list[str]:
     ("cub200", 224, ["Resize", "RandomResizedCrop", "RandomHorizontalFlip"], ["Resize", "CenterCrop"]),
     ("aircraft", 224, ["Resize", "RandomResizedCrop", "RandomHorizontalFlip"], ["Resize", "CenterCrop"]),
     ("digits", 16, ["RandomCrop"], []),  # no flip: a mirrored digit is another symbol
+    ("imagefolder", 32, ["Resize", "CenterCrop", "RandomCrop", "RandomHorizontalFlip"], ["Resize", "CenterCrop"]),
+    ("imagefolder", 160, ["RandomResizedCrop", "RandomHorizontalFlip"], ["Resize", "CenterCrop"]),
+    ("fake", 32, ["RandomCrop", "RandomHorizontalFlip"], []),
 ])
 def test_each_set_has_the_specs_augmentation(name, size, train, test):
     spec = SPECS[name]
@@ -75,6 +78,7 @@ def test_synthetic_data_keeps_the_name_shape_and_classes(name, classes):
     assert splits.num_classes == classes and len(splits.train) == 40 and len(splits.test) == 8
     assert x.shape == (3, size, size) and x.dtype == torch.float32 and 0 <= y < classes
     assert splits.test[0][0].shape == (3, size, size)
+    assert classes == 10 or int(labels_of(splits.train).max()) >= 10  # labels drawn over all the classes
 
 
 def test_train_per_class_takes_the_first_images_of_each_class():
@@ -197,3 +201,30 @@ def test_on_device_with_a_folder_set_is_a_config_error():
     with pytest.raises(ConfigError, match="data.on_device.*auto or off for data.name=imagenet"):
         load_config({"data": {"name": "imagenet", "on_device": "on"}})
     assert load_config({"data": {"name": "imagenet", "on_device": "on", "synthetic": True}}).data.on_device == "on"
+
+
+def test_the_official_tiny_imagenet_layout_is_read_as_it_is(tmp_path):
+    """train/<wnid>/images/*.JPEG and val/images/ + val/val_annotations.txt, as the download unpacks."""
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = [f"n{i:08d}" for i in range(200)]
+    for c, wnid in enumerate(wnids):
+        (root / "train" / wnid / "images").mkdir(parents=True)
+        if c < 2:  # only two classes get an image each; the others are never read
+            Image.new("RGB", (64, 64), (100 * c, 0, 0)).save(root / "train" / wnid / "images" / f"{wnid}_0.JPEG")
+    (root / "val" / "images").mkdir(parents=True)
+    for i, c in enumerate((1, 0, 1)):
+        Image.new("RGB", (64, 64), (100 * c, 50, 0)).save(root / "val" / "images" / f"val_{i}.JPEG")
+    lines = [f"val_{i}.JPEG\t{wnids[c]}\t0\t0\t63\t63" for i, c in enumerate((1, 0, 1))]
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    cfg = DataConfig(name="tiny-imagenet", root=str(root), image_size=64)
+    check_root(cfg)
+    with pytest.raises(DataError, match=r"n00000002 holds no images"):
+        build_datasets(cfg)  # every class folder must hold images
+    for wnid in wnids[2:]:
+        Image.new("RGB", (64, 64)).save(root / "train" / wnid / "images" / f"{wnid}_0.JPEG")
+    splits = build_datasets(cfg)
+    assert (len(splits.train), len(splits.test), splits.num_classes) == (200, 3, 200)
+    assert labels_of(splits.test).tolist() == [1, 0, 1] and splits.test[0][0].shape == (3, 64, 64)
+    (root / "val" / "val_annotations.txt").write_text(lines[0].replace(wnids[1], "n99999999") + "\n")
+    with pytest.raises(DataError, match="val_annotations.txt names classes without a train/ folder: n99999999"):
+        build_datasets(cfg)

@@ -35,10 +35,11 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def build(automix: dict | None = None, method: str = "automix", seed: int = 0, alpha: float = 2.0):
+def build(automix: dict | None = None, method: str = "automix", seed: int = 0, alpha: float = 2.0,
+          optim: dict | None = None):
     """(cfg, net) with k != q and a sharpened Mix Block."""
     cfg = load_config({"method": method, "mix": {"alpha": alpha}, "data": {"name": "fake", "image_size": SIZE},
-                       "model": {"backbone": "resnet18", "width": 4},
+                       "model": {"backbone": "resnet18", "width": 4}, "optim": optim or {}, "train": {"epochs": 1},
                        "automix": {"lambda_channel": True, "mask_loss_margin": 0.0, "mask_loss_weight": 0.5,
                                    **(automix or {})}})
     torch.manual_seed(seed)
@@ -146,7 +147,8 @@ def test_gradients_match_reference():
     expected = ref.losses(state, x.double(), y, ref_draws(d), 0, hyper(cfg, 100))
     ref_params = list(state.q.parameters()) + list(state.mb.values())
     ref_grads = torch.autograd.grad(sum(expected.values()), ref_params)
-    names = [f"q.{n}" for n, _ in net.q.named_parameters()] + [f"mixblock.{n}" for n, _ in net.mixblock.named_parameters()]
+    names = [f"q.{n}" for n, _ in net.q.named_parameters()]
+    names += [f"mixblock.{n}" for n, _ in net.mixblock.named_parameters()]
     for name, g, e in zip(names, grads, ref_grads):
         assert_rel_close(g, e, 1e-4, f"gradient of {name}")
     assert all(p.grad is None for p in net.k.parameters())

@@ -1,10 +1,11 @@
-"""Ctrl-C while the last trials run: the launch exits 130, prints the --resume command, calls the
+"""Ctrl-C (or SIGTERM) while the last trials run: the launch exits 130, prints the --resume command, calls the
 trials interrupted (not "stopped early": no scheduler stopped them) and leaves the parent run KILLED
-with the counts. Fake trainer (tests/helpers/fake_train.py), about a minute."""
+with the counts. Fake trainer (tests/helpers/fake_train.py), about a minute per signal."""
 from __future__ import annotations
 
 import signal
 
+import pytest
 import yaml
 
 from helpers.procs import start, stop, wait_until
@@ -20,7 +21,8 @@ STUDY = {
 }
 
 
-def test_ctrl_c_while_the_last_trials_run_is_an_interrupt(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_while_the_last_trials_run_exits_130(tmp_path, sig):
     study = tmp_path / "interrupt.yaml"
     study.write_text(yaml.safe_dump(STUDY))
     log, uri = tmp_path / "attempts.log", f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -30,7 +32,7 @@ def test_ctrl_c_while_the_last_trials_run_is_an_interrupt(tmp_path):
     try:
         wait_until(lambda: len(attempts(log)) == 2 and "epoch" in proc.tail(40) and "2 running" in proc.tail(40),
                    timeout=240, what="both trials running", proc=proc)
-        proc.popen.send_signal(signal.SIGINT)
+        proc.popen.send_signal(sig)  # the driver only (Ctrl-C, or `docker stop` / a batch scheduler)
         rc = proc.popen.wait(timeout=120)
     finally:
         stop(proc)

@@ -272,7 +272,8 @@ def test_paper_studies_use_the_papers_settings(path: Path):
                c.train.batch_size, c.data.image_size, c.automix.lambda_channel, c.automix.momentum_end,
                c.model.pretrained)
         assert got == PAPER_SETTINGS[c.data.name], (c.data.name, got)
-        assert (c.mix.alpha, c.automix.momentum, c.automix.mask_loss_weight, c.automix.lam_margin) == (2.0, 0.999, 0.1, 0.08)
+        shared = (c.mix.alpha, c.automix.momentum, c.automix.mask_loss_weight, c.automix.lam_margin)
+        assert shared == (2.0, 0.999, 0.1, 0.08)
         assert c.model.width == 64 and not c.data.synthetic
 
 

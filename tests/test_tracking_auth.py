@@ -28,7 +28,9 @@ def auth_server(tmp_path_factory):
     ini.write_text("[mlflow]\ndefault_permission = READ\n"
                    f"database_uri = sqlite:///{root / 'users.db'}\n"
                    f"admin_username = admin\nadmin_password = {ADMIN_PASSWORD}\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                   # each request would otherwise hash the password again (seconds on a busy machine)
+                   "auth_cache_ttl_seconds = 600\n")
     server, url = start_mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root / "server.log",
                                       mlflow_bin=str(Path(sys.executable).parent / "mlflow"), app_name="basic-auth", timeout=300,
                                       env={"MLFLOW_AUTH_CONFIG_PATH": str(ini),

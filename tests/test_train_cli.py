@@ -67,7 +67,8 @@ def test_bad_flags_are_one_line(tmp_path, capsys):
 
 def test_existing_run_needs_resume_or_overwrite(tmp_path, config_file, capsys):
     out = tmp_path / "run"
-    assert main([str(config_file), "--output-dir", str(out)]) == 0
+    assert main([str(config_file), "--output-dir", str(out), "--set", "train.mix_grid_every=1"]) == 0
+    assert (out / "mix_epoch0001.png").is_file()
     assert main([str(config_file), "--output-dir", str(out)]) == 2
     line = _one_error_line(capsys, str(out))
     assert "--resume" in line and "--overwrite" in line
@@ -75,6 +76,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, config_file, capsys):
     assert main([str(config_file), "--output-dir", str(out), "--overwrite", "--set", "train.epochs=2"]) == 0
     epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]  # the old run's line is gone, none is duplicated
+    assert not (out / "mix_epoch0001.png").exists()  # nor does an old picture pass for the new run's
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are cleared
     assert (out / "checkpoint" / "mix_last.png").is_file()  # the picture of the last epoch, every epoch
 
@@ -102,7 +104,7 @@ def test_corrupt_image_is_one_line(tmp_path, capsys):
                "--set", "data.image_size=16", "--set", "train.batch_size=2", "--set", "model.width=8",
                "--set", "train.device=cpu", "--set", "train.epochs=1"])
     assert rc == 2
-    _one_error_line(capsys, "0.png")
+    _one_error_line(capsys, "cannot read image")
 
 
 class _FakeTracker:

@@ -44,7 +44,7 @@ def test_two_worker_trials_run_ddp_and_survive_a_worker_crash(tmp_path):
     assert_one_run_per_trial(runs, trial_ids)
     crashed = (launch / "fault_injected_epoch2").read_text().strip()
     for run in runs.children:
-        assert run.info.status == "FINISHED" and run.data.params["workers"] == "2"
+        assert run.info.status == "FINISHED" and run.data.params["resources.workers"] == "2"
         epochs = [s for s, _ in runs.history(run)]
         assert epochs[0] == 1 and len(epochs) <= 3
         assert {v for _, v in runs.history(run, "world_size")} == {2.0}, "not a DDP run of 2 processes"
