@@ -21,7 +21,7 @@ _EXPORTS = {
     "load_experiment": "analysis.loading",
     "build_results": "analysis.table",
     "paper_layout": "analysis.layout",
-    "render": "analysis.render",
+    "render": "analysis.rendering",
     "SensitivityReport": "analysis.sensitivity",
     "analyse": "analysis.sensitivity",
     "sweep_parameters": "analysis.sensitivity",

@@ -38,7 +38,7 @@ def plot_trial_curves(study: StudyData, path: str | Path, *, max_trials: int = 1
         rows = history.loc[[trial["run_id"]]] if trial["run_id"] in history.index else history.iloc[:0]
         rows = rows[rows[record.TOP1].notna()]
         ax.plot(rows["epoch"], rows[record.TOP1], linewidth=1.2,
-                label=f"{trial['run_name']} ({trial['top1_summary']:.2f})")
+                label=f"{trial['run_name']} ({trial['top1_summary']:.2f})" + (" [smoke]" if trial["smoke"] else ""))
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 (%)")
     ax.grid(alpha=0.3)

@@ -1,5 +1,5 @@
 """The results laid out as the paper's table: one row per (dataset, backbone, epochs), methods as
-columns. Numbers stay unformatted here; `analysis.render` turns them into text."""
+columns. Numbers stay unformatted here; `analysis.rendering` turns them into text."""
 
 from __future__ import annotations
 

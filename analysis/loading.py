@@ -197,7 +197,7 @@ def _run_records(runs: Runs, parents: pd.DataFrame) -> pd.DataFrame:
             "start_ms": r.info.start_time, "end_ms": r.info.end_time,
             "missing": ", ".join(missing_params(dotted_params(r.data.params))),
         }
-        for key in (*record.FINAL_METRICS,):
+        for key in record.FINAL_METRICS:
             row[f"logged.{key}"] = metrics.get(key, np.nan)
         rows.append(row)
     columns = ["run_id", "run_name", "parent_run_id", "trial_id", "status", "trial_status", "smoke",

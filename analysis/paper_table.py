@@ -4,7 +4,7 @@
         [--format md|csv|latex] [--out FILE] [--latest-launch]
 
 Computing the table: `analysis.table`; laying it out as the paper does: `analysis.layout`; as text:
-`analysis.render`. The names are re-exported here for callers of the former single module.
+`analysis.rendering`. The names are re-exported here for callers of the former single module.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from analysis.cli import add_study_arguments, load_from_args, run
 from analysis.layout import paper_layout
-from analysis.render import FORMATS, render
+from analysis.rendering import FORMATS, render
 from analysis.table import build_results, param_count_m
 
 __all__ = ["FORMATS", "build_results", "main", "paper_layout", "param_count_m", "render"]

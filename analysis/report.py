@@ -22,7 +22,7 @@ from analysis.cost import plot_cost
 from analysis.curves import plot_trial_curves
 from analysis.gallery import Gallery, make_gallery
 from analysis.loading import StudyData
-from analysis.render import render
+from analysis.rendering import render
 from analysis.sensitivity import SensitivityReport, analyse
 from analysis.table import build_results
 from analysis.tracking import connect, log_files

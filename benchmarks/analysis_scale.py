@@ -35,7 +35,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from analysis.history import metric_histories  # noqa: E402
 from analysis.loading import TRIAL_FILTER, load_experiment  # noqa: E402
-from analysis.render import render  # noqa: E402
+from analysis.rendering import render  # noqa: E402
 from analysis.table import build_results, param_count_m  # noqa: E402
 from analysis.synthetic import StudyWriter, TrialSpec, new_sqlite_store, trial_params  # noqa: E402
 

@@ -4,6 +4,7 @@ trained again, only measured.
 
     python scripts/collapse_sweep.py collapse            # the mask-collapse table
     python scripts/collapse_sweep.py methods             # low-data digits, 4 methods x 3 seeds
+    python scripts/collapse_sweep.py methods_long        # the same, 60 epochs with a 1-epoch warm-up
     python scripts/collapse_sweep.py defaults            # width 64, lr 0.1, batch 64, 8 epochs
     python scripts/collapse_sweep.py collapse --only base16 sample16 --out runs/sweep
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,12 +63,23 @@ _COLLAPSE_CHANGES = {
     "qk_init_0.1_mixblock_lr_0.01_sample_w1": [
         "automix.qk_init_std=0.1", "optim.mixblock_lr=0.01", "optim.mixblock_min_lr=0.0001",
         "automix.mask_loss_mode=sample", "automix.mask_loss_weight=1.0"],
+    **{f"qk_init_0.1_mixblock_lr_0.01_seed{s}": ["automix.qk_init_std=0.1", "optim.mixblock_lr=0.01",
+                                                 "optim.mixblock_min_lr=0.0001", f"train.seed={s}"] for s in (1, 2)},
 }
 # name -> (config file, overrides)
 COLLAPSE = {name: (DIGITS, [*SPEC_MIXBLOCK, *changes]) for name, changes in _COLLAPSE_CHANGES.items()}
 
 METHODS = {
     f"{m}_s{s}": (DIGITS, [f"method={m}", f"train.seed={s}", *LOW_DATA])
+    for m in ("vanilla", "mixup", "cutmix", "automix") for s in (0, 1, 2)
+}
+
+# The same, twice as long and with the default 1-epoch warm-up (a pilot: are the methods further apart
+# than the seeds once the mixing methods have had time to fit?).
+LOW_DATA_LONG = ["data.train_per_class=20", "train.epochs=60", "train.mix_grid_every=0", "automix.momentum=0.95",
+                 "optim.warmup_epochs=1"]
+METHODS_LONG = {
+    f"{m}_s{s}": (DIGITS, [f"method={m}", f"train.seed={s}", *LOW_DATA_LONG])
     for m in ("vanilla", "mixup", "cutmix", "automix") for s in (0, 1, 2)
 }
 
@@ -78,7 +91,7 @@ DEFAULTS = {
     for m in ("vanilla", "mixup", "cutmix", "automix")
 }
 
-GROUPS = {"collapse": COLLAPSE, "methods": METHODS, "defaults": DEFAULTS}
+GROUPS = {"collapse": COLLAPSE, "methods": METHODS, "methods_long": METHODS_LONG, "defaults": DEFAULTS}
 
 
 def _finished(out: Path) -> bool:
@@ -105,8 +118,7 @@ def run_all(runs: dict, root: Path, jobs: int, extra: list[str]) -> None:
             name, (config, overrides) = todo.pop(0)
             out = root / name
             if out.exists():  # an interrupted run: start it again from scratch
-                for f in sorted(out.rglob("*"), reverse=True):
-                    f.unlink() if f.is_file() else f.rmdir()
+                shutil.rmtree(out)
             out.mkdir(parents=True, exist_ok=True)
             log = (root / f"{name}.log").open("w")
             proc = subprocess.Popen(_command(config, overrides, out, extra), cwd=REPO, stdout=log,
@@ -156,13 +168,13 @@ def summarize(out: Path) -> dict:
 def print_table(runs: dict, root: Path, group: str) -> None:
     rows = {name: summarize(root / name) for name in runs if _finished(root / name)}
     cols = ["mask_saturated", "mask_spatial_std", "mask_lam_gap", "top1", "top1_q", "train_s"]
-    print("| setting | " + " | ".join(cols) + " |")
+    print("| setting | " + " | ".join("runtime_s" if c == "train_s" else c for c in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for name, row in rows.items():
         cells = [f"{row[c]:.3f}" if c.startswith("mask") and c in row else
                  f"{row[c]:.1f}" if c in row else "-" for c in cols]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    if group == "methods":
+    if group.startswith("methods"):
         print("\n| method | top1 mean | std | seeds |")
         print("|---|---|---|---|")
         for m in ("vanilla", "mixup", "cutmix", "automix"):

@@ -8,5 +8,6 @@ Train for multi-worker trials), ``failures`` (which errors are retried, the plac
 leftover processes), ``resume`` (the launch folder and its state file), ``launch`` (the Tuner and its
 fit), ``launch_tracking`` (the launch's parent run), ``console`` / ``report`` (the progress table, the
 final summary), ``runner`` (the steps of a launch, resume and cleanup); MLflow: ``uris``,
-``parent_run``, ``mlflow_callback``, ``run_record``, ``single_run`` (a tracked ``automix.train`` run). Only this package imports Ray and MLflow; ``automix`` imports neither.
+``parent_run``, ``mlflow_callback``, ``run_record``, ``single_run`` (a tracked ``automix.train``
+run). Only this package imports Ray and MLflow; ``automix`` imports neither.
 """

@@ -35,6 +35,7 @@ log = logging.getLogger("studyrunner")
 
 STATE_FILE = "state.pt"
 MIX_LAST = "mix_last.png"  # the trainer's picture of its latest epoch, in every checkpoint folder
+HELD_TAG = "held_s"  # seconds the trial's run held its devices, as of its last end or interruption
 _TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEFAULT_RESULT_KEYS) | {"iterations_since_restore"}
 # Histories a resumed trial's final metrics are computed from.
 _FINAL_INPUTS = (record.TOP1, "epoch_time_s", record.IMAGES_PER_S, record.PEAK_MEM_MB)
@@ -43,7 +44,7 @@ _FINAL_INPUTS = (record.TOP1, "epoch_time_s", record.IMAGES_PER_S, record.PEAK_M
 @dataclass
 class _TrialRun:
     run_id: str
-    start_ms: int  # the run's first start: device_hours counts from here
+    start_s: float  # when the run started, less the time it lay interrupted: device_hours counts from here
     param_names: frozenset[str]
     history: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> metrics in MLflow
     mix_logged: set[int] = field(default_factory=set)  # epochs whose picture is in mix/
@@ -146,7 +147,8 @@ class MlflowTrialCallback(Callback):
             if not state.ended:
                 self.client.log_batch(state.run_id, tags=[
                     RunTag(record.TAG_STATUS, record.INTERRUPTED),
-                    RunTag(record.TAG_EPOCHS_DONE, str(max(state.history, default=0)))])
+                    RunTag(record.TAG_EPOCHS_DONE, str(max(state.history, default=0))),
+                    RunTag(HELD_TAG, f"{time.time() - state.start_s:.1f}")])
                 self.client.set_terminated(state.run_id, "KILLED")
 
     # ----------------------------------------------------------------- the end of a trial
@@ -154,7 +156,7 @@ class MlflowTrialCallback(Callback):
     def _end(self, state: _TrialRun, trial, status: str, mlflow_status: str) -> None:
         last = max(state.history, default=0)
         history = [state.history[e] for e in sorted(state.history)]
-        wall_s = time.time() - state.start_ms / 1000.0
+        wall_s = time.time() - state.start_s
         r = self.resources
         final = run_record.final_metrics(
             history, self._planned_epochs(trial), wall_s=wall_s,
@@ -162,7 +164,8 @@ class MlflowTrialCallback(Callback):
         ts = _now_ms()
         self.client.log_batch(
             state.run_id, metrics=[Metric(k, v, ts, last) for k, v in final.items()],
-            tags=[RunTag(record.TAG_STATUS, status), RunTag(record.TAG_EPOCHS_DONE, str(last))])
+            tags=[RunTag(record.TAG_STATUS, status), RunTag(record.TAG_EPOCHS_DONE, str(last)),
+                  RunTag(HELD_TAG, f"{wall_s:.1f}")])
         self._log_last_picture(state, trial)
         self.client.set_terminated(state.run_id, mlflow_status)
         state.ended = True
@@ -210,7 +213,10 @@ class MlflowTrialCallback(Callback):
             return None
         run = runs[0]
         run_id = run.info.run_id
-        state = _TrialRun(run_id, run.info.start_time, frozenset(run.data.params),
+        # A reopened run (--resume) counts on from the time it was held before, not from its first
+        # start: the hours it lay interrupted held no devices.
+        held = float(run.data.tags.get(HELD_TAG, time.time() - run.info.start_time / 1000.0))
+        state = _TrialRun(run_id, time.time() - held, frozenset(run.data.params),
                           node_id=run.data.tags.get(NODE_ID_KEY))
         for key in _FINAL_INPUTS:
             # The first value per epoch: a failed trial that is rerun also holds its final metrics
@@ -240,7 +246,7 @@ class MlflowTrialCallback(Callback):
             resolved = Path(tmp) / "config.yaml"
             resolved.write_text(dump_yaml(cfg))
             self.client.log_artifact(run.info.run_id, str(resolved))
-        return _TrialRun(run.info.run_id, run.info.start_time, frozenset(params))
+        return _TrialRun(run.info.run_id, run.info.start_time / 1000.0, frozenset(params))
 
     # ----------------------------------------------------------------- helpers
 

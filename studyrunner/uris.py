@@ -148,7 +148,7 @@ def _check_server(uri: str, timeout_s: float, login_timeout_s: float) -> None:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = redact(str(getattr(exc, "reason", exc)))
         raise TrackingUnavailable(
-            f"cannot reach the MLflow tracking server at {shown}: {what} did not answer within "
+            f"cannot reach the MLflow tracking server at {shown}: {what} did not answer 200 within "
             f"{timeout:.0f}s ({reason}). Start it (mlflow server --host 127.0.0.1 --port 5000 "
             f"--backend-store-uri sqlite:///mlflow.db) or pass --tracking-uri sqlite:///mlflow.db")
 

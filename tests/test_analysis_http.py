@@ -34,7 +34,8 @@ def server(tmp_path_factory):
                                   (2.0, 1, [13.0, 25.0, 37.0]), (1.0, 0, [11.0, 22.0, 29.0])):
             params = trial_params(method="automix", backbone="resnet18", dataset="cifar10", epochs=3,
                                   seed=seed, alpha=alpha)
-            writer.add_trial(parent, TrialSpec(params, top1, extra_history={"train_loss": [3.0, 2.0, 1.0]}))
+            writer.add_trial(parent, TrialSpec(params, top1, extra_history={"train_loss": [3.0, 2.0, 1.0]},
+                                               mix_epochs=(1, 3) if seed == 1 else ()))
         writer.finish_parent(parent)
         write_plain_study(url, "plain-over-http", [
             PlainRun({"method": "mixup", "backbone": "resnet18", "dataset": "cifar10", "epochs": 3, "seed": s},
@@ -65,6 +66,9 @@ def test_report_artifacts_go_through_the_server(server, tmp_path):
     assert report.logged_to == parent
     names = {Path(a.path).name for a in MlflowClient(url).list_artifacts(parent, "analysis")}
     assert {"paper_table.md", "curves.png", "sensitivity.png", "importance.png"} <= names
+    # The mask gallery: grids downloaded through the server's artifact proxy, the image uploaded back.
+    assert [e.artifact for e in report.gallery.entries] == ["mix/mix_epoch0003.png"]
+    assert [a.path for a in MlflowClient(url).list_artifacts(parent, "gallery")] == ["gallery/gallery.png"]
 
 
 def test_plain_mlflow_runs_over_http_give_the_same_table(server):

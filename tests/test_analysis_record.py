@@ -120,3 +120,15 @@ def test_smoke_runs_show_the_published_number_and_are_marked(study):
     assert "--smoke-test launches" in text
     real = next(line for line in text.splitlines() if "| 6 |" in line)
     assert "smoke" not in real
+
+
+def test_package_exports_are_not_shadowed_by_submodules():
+    import importlib
+    import types
+
+    import analysis
+
+    for module in set(analysis._EXPORTS.values()):
+        importlib.import_module(module)  # importing a submodule sets it as an attribute of the package
+    for name in analysis.__all__:
+        assert not isinstance(getattr(analysis, name), types.ModuleType), name

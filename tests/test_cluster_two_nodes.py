@@ -156,6 +156,7 @@ def test_study_runs_trials_on_both_nodes_and_logs_them_to_the_server(tune_runner
     assert len(parents) == 1, f"expected one parent run for one launch, got {len(parents)}"
     parent = parents[0]
     assert parent.info.status == "FINISHED", parent.info.status
+    assert parent.data.tags.get("smoke_test") == "true", "a --smoke-test launch is not marked as one"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == len(runs) - 1, "runs in the experiment that are not the study's trials"
     assert len(children) >= 2, f"a smoke study on two nodes ran {len(children)} trial(s)"
@@ -166,8 +167,9 @@ def test_study_runs_trials_on_both_nodes_and_logs_them_to_the_server(tune_runner
         assert c.info.status == "FINISHED", f"{c.info.run_name}: {c.info.status}"
         assert c.data.tags.get("automix.role") == "trial"
         assert "top1" in c.data.metrics, f"{c.info.run_name} logged no top1"
-        for p in ("alpha", "mixblock_lr", "momentum"):
+        for p in ("mix.alpha", "optim.mixblock_lr", "automix.momentum"):  # the swept keys, dotted
             assert p in c.data.params, f"{c.info.run_name} lacks param {p}"
+        assert c.data.tags.get("smoke_test") == "true", "a --smoke-test trial is not marked as one"
     # Every trial Tune ran (a trial_<id> folder with results in the shared storage) is a run on
     # the server, and nothing else is.
     tune_trials = {p.parent.name.removeprefix("trial_") for p in storage.rglob("result.json")}

@@ -3,6 +3,7 @@ non-finite values, empty and malformed files, typos with a did-you-mean hint."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Mapping
 
 import pytest
@@ -108,3 +109,9 @@ def test_build_types_every_kind_with_the_callers_error():
         typed.build(Sample, {"many": [1, "x"]}, MyError)
     with pytest.raises(StudyError, match=r"^f.yaml: sec.choice = 'c' is not one of: a \| b"):
         section(Sample, {"choice": "c"}, "sec", "f.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    load_config(path)

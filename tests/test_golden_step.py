@@ -22,7 +22,8 @@ STEP_DRAWS = [
     dict(lam_mb=0.45, lam_bb=0.05, perm_mb=torch.tensor([3, 2, 0, 1]), perm_bb=PERM_MB),
 ]
 AUTOMIX = {"momentum": 0.5, "momentum_end": 0.9, "momentum_warmup": 0.25, "mask_loss_decay": "cosine"}
-OPTIM = {"lr": 0.1, "min_lr": 0.02, "mixblock_lr": 0.05, "mixblock_min_lr": 0.01, "weight_decay": 0.01}
+OPTIM = {"lr": 0.1, "min_lr": 0.02, "mixblock_lr": 0.05, "mixblock_min_lr": 0.01, "weight_decay": 0.01,
+         "warmup_epochs": 0}
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -28,7 +28,7 @@ def test_ema_momentum_reaches_end():
 def test_cosine_lr_per_group(t):
     cfg = load_config({"method": "automix", "data": {"name": "fake", "image_size": 16},
                        "model": {"width": 8}, "optim": {"lr": 0.2, "min_lr": 0.05,
-                                                         "mixblock_lr": 0.1, "mixblock_min_lr": 1e-3}})
+                                                         "mixblock_lr": 0.1, "mixblock_min_lr": 1e-3, "warmup_epochs": 0}})
     net = build_net(cfg, 10)
     opt, sched = build_optimizer(cfg, net, T)
     for _ in range(t):

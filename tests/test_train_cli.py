@@ -49,6 +49,17 @@ def test_output_dir_under_a_file(tmp_path, config_file, capsys):
     _one_error_line(capsys, f"{f} is a file")
 
 
+def test_unwritable_output_dir(tmp_path, config_file, capsys, monkeypatch):
+    # chmod cannot stop root (the test container's user): stand in for the OS refusing the write.
+    import automix.cli
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(automix.cli.tempfile, "TemporaryFile", refuse)
+    assert main([str(config_file), "--output-dir", str(tmp_path / "ro")]) == 2
+    _one_error_line(capsys, "is not writable (Permission denied)")
+
+
 @pytest.mark.parametrize("text, needle", [(None, "does not exist"), ("optim: {lr: [0.1\n", "")])
 def test_missing_or_broken_config(tmp_path, capsys, text, needle):
     path = tmp_path / "c.yaml"
@@ -149,6 +160,17 @@ def test_tracked_failure_closes_failed(tmp_path, config_file, fake_single_run, c
     assert rc == 2
     status, _, error = fake_single_run.tracker.closed
     assert status == "FAILED" and "non-finite" in error
+
+
+def test_interrupted_tracked_run_closes_killed(tmp_path, config_file, fake_single_run, capsys):
+    def interrupt(metrics, checkpoint_dir, artifacts):  # Ctrl-C arriving once epoch 1 was saved
+        raise KeyboardInterrupt
+    fake_single_run.tracker.report = interrupt
+    out = tmp_path / "out"
+    assert main([str(config_file), "--output-dir", str(out), "--tracking-uri", "sqlite:///t.db",
+                 "--set", "train.epochs=3"]) == 130
+    assert fake_single_run.tracker.closed[:2] == ("KILLED", [1])
+    assert f"--output-dir {out} --resume" in capsys.readouterr().err
 
 
 def test_unreachable_tracking_store_is_exit_3(tmp_path, config_file, fake_single_run, capsys):

@@ -15,7 +15,7 @@ from automix.train import train
 from automix.visualize import MIN_TILE, save_mix_grid
 
 TINY = {"data": {"name": "fake", "image_size": 16, "fake_train_size": 64, "fake_test_size": 16},
-        "model": {"width": 8}, "automix": {"momentum": 0.5, "momentum_end": 0.6},
+        "model": {"width": 8}, "automix": {"momentum": 0.5, "momentum_end": 0.6, "mask_loss_decay": "none"},
         "train": {"epochs": 2, "batch_size": 16, "device": "cpu", "max_steps_per_epoch": 2, "mix_grid_every": 0,
                   "progress": "none", "threads": 1}}
 

@@ -18,6 +18,15 @@ CFG = {"method": "automix", "data": {"name": "fake", "image_size": 16}, "model":
        "automix": {"lambda_channel": False}, "train": {"device": "cpu"}}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These steps are tiny: a second intra-op thread only spins on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _stepper(check_every=1, fp16_scaler=False, total=10, method="automix"):
     torch.manual_seed(0)
     cfg = load_config({**CFG, "method": method})

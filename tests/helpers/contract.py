@@ -15,7 +15,8 @@ def check_trial_record(runs, run, swept: list[str]) -> None:
     """One child run: params once under dotted names, no metric named like a param, the end-of-trial
     metrics and tags, a readable name, each epoch logged once."""
     name, params, metrics, tags = run.info.run_name, run.data.params, run.data.metrics, run.data.tags
-    assert not set(SHORT_DUPLICATES) & set(params), f"{name}: short-name duplicates {set(SHORT_DUPLICATES) & set(params)}"
+    duplicates = set(SHORT_DUPLICATES) & set(params)
+    assert not duplicates, f"{name}: short-name duplicates {duplicates}"
     assert all("." in p or p == record.METHOD for p in params), [p for p in params if "." not in p]
     assert set(record.RESOURCE_PARAMS) <= set(params), f"{name}: no resources.* params"
     assert set(record.REQUIRED_PARAMS) <= set(params)
@@ -35,6 +36,9 @@ def check_trial_record(runs, run, swept: list[str]) -> None:
         assert metrics[record.TOP1_FINAL] == top1[-1][1] and metrics[record.TOP1_BEST] == max(v for _, v in top1)
         for key in (record.DEVICE_HOURS, record.TRAIN_TIME_S, record.PEAK_MEM_MB, record.IMAGES_PER_S):
             assert metrics.get(key, -1) > 0, f"{name}: {key} = {metrics.get(key)}"
+        devices = float(params["resources.workers"]) * float(params["resources.cpus_per_worker"])  # CPU trials
+        held_h = float(tags["held_s"]) / 3600
+        assert math.isclose(metrics[record.DEVICE_HOURS], held_h * devices, abs_tol=1e-4), (name, held_h)
         last = f"{record.MIX_ARTIFACT_DIR}/mix_epoch{len(top1):04d}.png"
         assert last in runs.artifacts(run, record.MIX_ARTIFACT_DIR), f"{name}: no picture of its last epoch"
     values = {k: _typed(params[k]) for k in swept}
