@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint, schedules
+from . import checkpoint, distributed, schedules
 from .config import RunConfig, save_config, to_dict
 from .distributed import DistInfo
 from .ema import EMA
@@ -194,6 +194,8 @@ def epoch_metrics(run: Run, epoch: int, result: EpochResult, acc: dict[str, floa
         "epoch_time_s": epoch_time_s,  # training and evaluation
         "images_per_s": run.iters * run.cfg.train.batch_size / max(result.train_time_s, 1e-9),  # all ranks
         "peak_mem_mb": peak,
+        # cumulative over the run: unreadable images replaced under data.skip_corrupt, all ranks
+        "skipped_images": int(distributed.all_reduce_sum([run.loaders.skipped_images], run.device, world)[0]),
     })
     return metrics
 

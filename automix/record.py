@@ -77,7 +77,8 @@ EPOCH_METRICS = (
     "mask_spatial_std",  # mean over samples of the spatial std of s (AutoMix)
     "mask_lam_gap",  # mean over steps of |mean(1 - s) - lam_mb| (AutoMix)
     "skipped_steps",  # optimizer steps skipped by the fp16 GradScaler this epoch
-    "epoch_time_s", "images_per_s", "iterations", "world_size",
+    "epoch_time_s", "images_per_s", "peak_mem_mb", "iterations", "world_size",
+    "skipped_images",  # cumulative: unreadable images replaced under data.skip_corrupt (SKIPPED_IMAGES)
 )
 # Cost, logged per trial when it ends (and summed on the parent).
 DEVICE_HOURS = "device_hours"  # GPU-hours on GPUs, CPU-core-hours on CPUs: wall time x devices held

@@ -82,6 +82,13 @@ METHODS_LONG = {
     f"{m}_s{s}": (DIGITS, [f"method={m}", f"train.seed={s}", *LOW_DATA_LONG])
     for m in ("vanilla", "mixup", "cutmix", "automix") for s in (0, 1, 2)
 }
+# AutoMix variants on the long low-data runs, where the masks of plain `automix` still collapse late.
+METHODS_LONG.update({
+    f"automix_{name}_s{s}": (DIGITS, ["method=automix", f"train.seed={s}", *LOW_DATA_LONG, *changes])
+    for name, changes in {"sample_w1": ["automix.mask_loss_mode=sample", "automix.mask_loss_weight=1.0"],
+                          "mblr_0.003": ["optim.mixblock_lr=0.003", "optim.mixblock_min_lr=0.00003"]}.items()
+    for s in (0, 1, 2)
+})
 
 # Library defaults (ResNet-18 width 64, lr 0.1) at batch 64; AutoMix with the short-run momentum.
 DEFAULTS = {
@@ -177,8 +184,10 @@ def print_table(runs: dict, root: Path, group: str) -> None:
     if group.startswith("methods"):
         print("\n| method | top1 mean | std | seeds |")
         print("|---|---|---|---|")
-        for m in ("vanilla", "mixup", "cutmix", "automix"):
-            vals = [r["top1"] for n, r in rows.items() if n.startswith(m + "_")]
+        by_setting: dict[str, list[float]] = {}
+        for name, row in rows.items():  # "<method or variant>_s<seed>"
+            by_setting.setdefault(name.rsplit("_s", 1)[0], []).append(row["top1"])
+        for m, vals in by_setting.items():
             if vals:
                 sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
                 print(f"| {m} | {statistics.mean(vals):.2f} | {sd:.2f} | {len(vals)} |")
