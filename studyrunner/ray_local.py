@@ -105,10 +105,19 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
                           f"head with `ray start --head` or pass its HOST:PORT") from None
 
 
+# Ports Ray takes by default for its own components (dashboard agent HTTP, dashboard and autoscaler
+# metrics, dashboard): a port for the dashboard must not be one of them, or Ray refuses to start
+# ("port 52365 is used by other components"), which the kernel's ephemeral range can hand out.
+_RAY_DEFAULT_PORTS = frozenset({52365, 44217, 44227, 8265})
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+        if port not in _RAY_DEFAULT_PORTS:
+            return port
 
 
 # --------------------------------------------------------------------------- leftover processes
