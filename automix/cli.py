@@ -15,6 +15,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -23,7 +24,6 @@ from .config import ConfigError, RunConfig, load_config
 from .data import DataError
 from .loop import CHECKPOINT_DIR, METRICS_FILE
 from .stepper import NonFiniteLossError
-from .train import train
 
 EXIT_USAGE, EXIT_TRACKING, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None, train: Callable[..., list[dict]]) -> int:
+    """The command line around ``train`` (:func:`automix.train.train`, passed in so that this module
+    does not import the module whose ``main`` calls it)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     out = Path(args.output_dir)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m automix.train``: see :func:`automix.cli.main`."""
     from .cli import main as cli_main  # the command line imports this module: import it when called
 
-    return cli_main(argv)
+    return cli_main(argv, train)
 
 
 if __name__ == "__main__":
