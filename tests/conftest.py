@@ -43,6 +43,18 @@ class StudyStore:
         return self.completed.stdout
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a module of tiny-tensor tests: faster, and on a shared 2-core
+    machine threads that spin for a busy core make such tests many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def smoke_study_store(tmp_path_factory) -> StudyStore:
     root = tmp_path_factory.mktemp("smoke_study")

@@ -25,14 +25,7 @@ PERM_BB = torch.tensor([2, 3, 1, 0])
 TOL = {"rtol": 2e-5, "atol": 2e-6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and on a shared 2-core machine threads that spin
-    for a busy core make these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def build(automix: dict | None = None, method: str = "automix", seed: int = 0, alpha: float = 2.0,

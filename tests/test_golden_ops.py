@@ -20,14 +20,7 @@ from automix.mixblock import MixBlock
 PERM = torch.tensor([2, 0, 1])  # a 3-cycle: perm != its inverse, no fixed point
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and on a shared 2-core machine threads that spin
-    for a busy core make these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def _features(n=3, c=6, h=3, w=4, seed=0):

@@ -26,14 +26,7 @@ OPTIM = {"lr": 0.1, "min_lr": 0.02, "mixblock_lr": 0.05, "mixblock_min_lr": 0.01
          "warmup_epochs": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and on a shared 2-core machine threads that spin
-    for a busy core make these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def make_stepper(cfg, net, total: int) -> Stepper:
