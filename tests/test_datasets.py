@@ -228,3 +228,17 @@ def test_the_official_tiny_imagenet_layout_is_read_as_it_is(tmp_path):
     (root / "val" / "val_annotations.txt").write_text(lines[0].replace(wnids[1], "n99999999") + "\n")
     with pytest.raises(DataError, match="val_annotations.txt names classes without a train/ folder: n99999999"):
         build_datasets(cfg)
+
+
+def test_the_trainer_reports_skipped_images(tmp_path):
+    from automix.train import train
+
+    root = _folders(tmp_path / "set", per_class=4)
+    (root / "train" / "c" / "0.png").write_bytes(b"not a png")
+    cfg = load_config({"method": "vanilla", "data": {"name": "imagefolder", "root": str(root), "image_size": 16,
+                                                     "skip_corrupt": True},
+                       "model": {"width": 4}, "optim": {"warmup_epochs": 0},
+                       "train": {"epochs": 1, "batch_size": 4, "device": "cpu", "mix_grid_every": 0,
+                                 "progress": "none", "threads": 1}})
+    history = train(cfg, tmp_path / "run")
+    assert history[-1]["skipped_images"] == 1  # one pass over the train set met the corrupt file once
