@@ -111,9 +111,10 @@ def _checked_classes(cfg: DataConfig) -> list[str]:
         if not (root / split).is_dir():
             _fail(cfg, spec, f"there is no folder {root / split}")
         splits[split] = class_folders(root / split)
-        if split == "val" and _val_list(spec, root):
+        val_list = _val_list(spec, root) if split == "val" else None
+        if val_list:
             # A list may name fewer classes; each one it names needs a train/ folder (no image is opened).
-            unknown = sorted({cls for _, cls in read_image_list(_val_list(spec, root))} - set(splits["train"]))
+            unknown = sorted({cls for _, cls in read_image_list(val_list)} - set(splits["train"]))
             if unknown:
                 _fail(cfg, spec, f"{spec.val_list} names classes without a train/ folder: {', '.join(unknown[:5])}")
             splits[split] = splits["train"]

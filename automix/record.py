@@ -44,6 +44,7 @@ TAG_ERROR = "error"  # child: the first line of a failed trial's error (tracebac
 TAG_BEST_RUN_ID = "best_run_id"  # parent: the run id of its best trial
 TAG_BEST_TRIAL_ID = "best_trial_id"
 TAG_NUMERIC_RETRY = "numeric_retry"  # child: "bf16" / "fp32" when a non-finite fp16 trial was rerun
+TAG_HELD_S = "held_s"  # child: seconds its run held devices, as of its last end or interruption
 # Parent: how the launch's trials ended (one tag each, integer counts as text).
 COUNT_TAGS = {
     "finished": "trials_finished",

@@ -35,7 +35,6 @@ log = logging.getLogger("studyrunner")
 
 STATE_FILE = "state.pt"
 MIX_LAST = "mix_last.png"  # the trainer's picture of its latest epoch, in every checkpoint folder
-HELD_TAG = "held_s"  # seconds the trial's run held its devices, as of its last end or interruption
 _TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | frozenset(DEFAULT_RESULT_KEYS) | {"iterations_since_restore"}
 # Histories a resumed trial's final metrics are computed from.
 _FINAL_INPUTS = (record.TOP1, "epoch_time_s", record.IMAGES_PER_S, record.PEAK_MEM_MB)
@@ -148,7 +147,7 @@ class MlflowTrialCallback(Callback):
                 self.client.log_batch(state.run_id, tags=[
                     RunTag(record.TAG_STATUS, record.INTERRUPTED),
                     RunTag(record.TAG_EPOCHS_DONE, str(max(state.history, default=0))),
-                    RunTag(HELD_TAG, f"{time.time() - state.start_s:.1f}")])
+                    RunTag(record.TAG_HELD_S, f"{time.time() - state.start_s:.1f}")])
                 self.client.set_terminated(state.run_id, "KILLED")
 
     # ----------------------------------------------------------------- the end of a trial
@@ -165,7 +164,7 @@ class MlflowTrialCallback(Callback):
         self.client.log_batch(
             state.run_id, metrics=[Metric(k, v, ts, last) for k, v in final.items()],
             tags=[RunTag(record.TAG_STATUS, status), RunTag(record.TAG_EPOCHS_DONE, str(last)),
-                  RunTag(HELD_TAG, f"{wall_s:.1f}")])
+                  RunTag(record.TAG_HELD_S, f"{wall_s:.1f}")])
         self._log_last_picture(state, trial)
         self.client.set_terminated(state.run_id, mlflow_status)
         state.ended = True
@@ -215,7 +214,7 @@ class MlflowTrialCallback(Callback):
         run_id = run.info.run_id
         # A reopened run (--resume) counts on from the time it was held before, not from its first
         # start: the hours it lay interrupted held no devices.
-        held = float(run.data.tags.get(HELD_TAG, time.time() - run.info.start_time / 1000.0))
+        held = float(run.data.tags.get(record.TAG_HELD_S, time.time() - run.info.start_time / 1000.0))
         state = _TrialRun(run_id, time.time() - held, frozenset(run.data.params),
                           node_id=run.data.tags.get(NODE_ID_KEY))
         for key in _FINAL_INPUTS:
