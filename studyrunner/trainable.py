@@ -23,6 +23,7 @@ import importlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +162,7 @@ def _fault(plan: TrialPlan, trial_id: str) -> FaultInjection | None:
 def automix_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """Tune function trainable; ``config`` holds the sampled ``{dotted key: value}``."""
     trial_id = ray.tune.get_context().get_trial_id()
-    _quiet_ray_logs()
+    _quiet_worker_console()
     raise_if_remembered(plan.experiment_path, trial_id)  # a retry of a deterministic error
     try:
         cfg = resolve_config(plan.base, config)  # the one resolution of this trial's config
@@ -175,9 +176,19 @@ def automix_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         raise
 
 
-def _quiet_ray_logs() -> None:
-    """Ray Train logs a line per saved checkpoint (every epoch of every trial) to the driver's console."""
+def _quiet_worker_console() -> None:
+    """Keep two kinds of noise of a trial's process off the driver's console: Ray Train's line per saved
+    checkpoint (every epoch of every trial), and the "Exception ignored in ... SystemExit" traceback
+    Python prints when Ray's SIGTERM handler, stopping the process at the end of a trial, happens to
+    raise inside a weakref callback (python/cpython#95959). Python ignores that SystemExit either way."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    sys.unraisablehook = _unraisable_except_exit
+
+
+def _unraisable_except_exit(unraisable) -> None:
+    """``sys.unraisablehook``: Python's own report of an exception it cannot raise, unless a SystemExit."""
+    if not (isinstance(unraisable.exc_type, type) and issubclass(unraisable.exc_type, SystemExit)):
+        sys.__unraisablehook__(unraisable)
 
 
 def _with_numeric_retry(train: Callable[[Any, dict, bool], None], cfg, plan: TrialPlan) -> None:
@@ -262,7 +273,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: the trainer joins the process group Train set up (gloo / NCCL)."""
     plan: TrialPlan = loop_config["plan"]
     trial_id = loop_config["trial_id"]
-    _quiet_ray_logs()
+    _quiet_worker_console()
     raise_if_remembered(plan.experiment_path, trial_id)
     _set_threads(plan.cpus_per_worker)
     rank = ray.train.get_context().get_world_rank()
