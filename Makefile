@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv bench clean system-deps gpu-check
+.PHONY: quickstart test test-fast venv bench clean system-deps gpu-check
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 2; }
@@ -21,6 +21,10 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The tests that start neither Ray nor a server (tracking, database): a quick loop while you work.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not ray and not servers"
 
 bench: $(STAMP)
 	$(PY) benchmarks/step_cost.py

@@ -43,6 +43,14 @@ class StudyStore:
         return self.completed.stdout
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that reads the smoke study's store starts Ray (through ``tune_runner.py``): mark it,
+    so ``make test-fast`` (``-m "not ray and not servers"``) leaves it out."""
+    for item in items:
+        if "smoke_study_store" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch intra-op thread for a module of tiny-tensor tests: faster, and on a shared 2-core

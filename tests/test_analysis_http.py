@@ -17,6 +17,8 @@ from analysis.runs import LAYOUT_FOREIGN
 from analysis.synthetic import (PlainRun, StudyWriter, TrialSpec, new_sqlite_store, trial_params,
                                 write_plain_study)
 
+pytestmark = pytest.mark.servers
+
 helpers = pytest.importorskip("helpers.procs")  # tests/helpers: start and stop servers by pid
 
 

@@ -17,6 +17,8 @@ from analysis.paper_table import main as paper_table_main
 from analysis.published import load_reference
 from analysis.report import write_report
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def smoke(smoke_study_store):

@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.procs import (free_ports, http_ok, start, start_mlflow_server, stop,  # noqa: E402
                            wait_mlflow_server, wait_until)
 
+pytestmark = [pytest.mark.ray, pytest.mark.servers]
+
 ROOT = Path(__file__).resolve().parent.parent
 TUNE_RUNNER = ROOT / "tune_runner.py"
 STUDY = ROOT / "studies" / "quickstart.yaml"

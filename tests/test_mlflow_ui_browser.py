@@ -25,6 +25,8 @@ from automix import record  # noqa: E402
 from helpers.procs import start_mlflow_server, stop  # noqa: E402
 from studyrunner import uris  # noqa: E402
 
+pytestmark = [pytest.mark.ray, pytest.mark.servers]
+
 CHROMIUM = Path(os.environ.get("AUTOMIX_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -8,6 +8,8 @@ The set's check wants ImageNet's 1000 class folders under train/ and val/; each 
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import time
@@ -16,6 +18,8 @@ import numpy as np
 import yaml
 
 from helpers.studies import PYTHON, REPO, run_runner, runner_env
+
+pytestmark = pytest.mark.ray
 
 CLASSES = 1000  # automix.datasets: imagenet has 1000 classes, checked before a study starts
 

@@ -3,6 +3,8 @@ file is private (0600), and after the driver is SIGKILLed `tune_runner.py --clea
 processes it left behind, by the pids in the launch's state file. One launch, about a minute."""
 from __future__ import annotations
 
+import pytest
+
 import ipaddress
 import json
 import os
@@ -17,6 +19,8 @@ from helpers.procs import start, stop, wait_until
 from helpers.studies import REPO, attempts, experiment_dirs, fake_runner_cmd, fake_runner_env, runner_cmd, \
     runner_env
 from studyrunner.ray_local import TOKEN_FILE, session_processes
+
+pytestmark = pytest.mark.ray
 
 STUDY = {
     "name": "exposure_study",

@@ -22,6 +22,7 @@ STUDY = {
 }
 
 
+@pytest.mark.ray
 def test_deterministic_errors_are_not_retried_transient_ones_are(tmp_path):
     import subprocess
 

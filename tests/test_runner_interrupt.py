@@ -11,6 +11,8 @@ import yaml
 from helpers.procs import start, stop, wait_until
 from helpers.studies import REPO, attempts, fake_runner_cmd, fake_runner_env, study_runs
 
+pytestmark = pytest.mark.ray
+
 STUDY = {
     "name": "interrupt_study",
     "base": {"method": "mixup", "train": {"epochs": 20, "batch_size": 32, "device": "cpu"},

@@ -17,6 +17,8 @@ from helpers.procs import start_mlflow_server, stop
 from helpers.studies import experiment_dirs, run_runner, runner_env, study_runs, write_study
 from studyrunner import uris
 
+pytestmark = [pytest.mark.ray, pytest.mark.servers]
+
 ADMIN_PASSWORD = "admin-pw-for-tests-1"
 STUDY_USER, STUDY_PASSWORD = "study-bot", "study-pw-for-tests-2"
 

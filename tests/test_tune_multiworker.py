@@ -9,11 +9,15 @@ forever for its workers.
 """
 from __future__ import annotations
 
+import pytest
+
 import sys
 
 from helpers.procs import start, stop, wait_until
 from helpers.studies import (assert_one_run_per_trial, experiment_dirs, run_runner, runner_env, study_runs,
                              tune_trial_ids, write_study)
+
+pytestmark = pytest.mark.ray
 
 OTHER_RAY = ("import ray, time; ray.init(num_cpus=0, include_dashboard=False); "
              "print('other ray up', flush=True); time.sleep(900)")

@@ -2,6 +2,8 @@
 num_samples, no MLflow run is duplicated and no epoch is logged twice."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import signal
 import time
@@ -9,6 +11,8 @@ import time
 from helpers.procs import start, stop, wait_until
 from helpers.studies import (REPO, assert_one_run_per_trial, experiment_dirs, run_runner, runner_cmd,
                              runner_env, study_runs, tune_trial_ids, write_study)
+
+pytestmark = pytest.mark.ray
 
 NUM_SAMPLES = 4
 

@@ -7,6 +7,8 @@ epoch logged once.
 """
 from __future__ import annotations
 
+import pytest
+
 import sys
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from helpers.contract import check_parent_record, check_trial_record
 from helpers.procs import start_mlflow_server, stop
 from helpers.studies import (assert_one_run_per_trial, experiment_dirs, run_runner, runner_env,
                              study_runs, tune_trial_ids, write_study)
+
+pytestmark = [pytest.mark.ray, pytest.mark.servers]
 
 SWEPT = ["mix.alpha", "optim.mixblock_lr", "automix.momentum"]  # studies/quickstart.yaml's space
 
