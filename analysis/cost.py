@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.loading import StudyData
-from analysis.sensitivity import setting_labels
+from analysis.sensitivity import log_x, setting_labels
 from automix import record
 
 DPI = 110
@@ -53,7 +53,7 @@ def plot_cost(study: StudyData, path: str | Path) -> Path | None:
                     xytext=(4, -10), textcoords="offset points", fontsize="xx-small")
     spread = trials[record.DEVICE_HOURS].astype(float)
     if (spread > 0).all() and spread.max() >= 10 * spread.min():
-        ax.set_xscale("log")
+        log_x(ax)
     ax.set_xlabel("device-hours per trial (GPU-h; CPU-core-h on CPUs)")
     ax.set_ylabel("top-1 (%), median of last epochs")
     ax.grid(alpha=0.3)

@@ -89,6 +89,8 @@ def write_report(study: StudyData, out_dir: str | Path, *, log_to_mlflow: bool =
 
 def print_report(report: Report, experiment: str) -> None:
     print(report.table)
+    if report.sensitivity.note:
+        print(report.sensitivity.note[0].upper() + report.sensitivity.note[1:] + ".")
     if not report.sensitivity.importances.empty:
         print("Hyperparameter importance (fANOVA):")
         for name, value in report.sensitivity.importances.items():

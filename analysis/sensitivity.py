@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.configs import as_text, config_columns, distinct_columns, varying_columns
 from analysis.importance import TARGET, Axis, param_axes, param_importances
@@ -28,6 +29,10 @@ FIRST = ("mix.alpha", "optim.mixblock_lr", "automix.momentum")
 SETTING_PARAMS = (record.METHOD, record.DATASET, record.BACKBONE, record.EPOCHS)
 Y_LABEL = "top-1 (%), median of last epochs"
 DPI = 110
+# fANOVA fits a random forest to (params -> top-1): on a handful of trials it splits on noise and still
+# returns importances that sum to 1. Below this many complete trials of one setting it is not run, and
+# the report says why.
+MIN_IMPORTANCE_TRIALS = 8
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class SensitivityReport:
     importances: pd.Series
     setting: str = ""
     figures: dict[str, Path] = field(default_factory=dict)
+    note: str = ""  # why there are no importances, when a sweep has too few trials for them
 
 
 def sweep_parameters(study: StudyData) -> list[str]:
@@ -68,7 +74,7 @@ def analyse(study: StudyData, out_dir: str | Path, *, seed: int = 0) -> Sensitiv
         figures["curves"] = plot_curves(study, out_dir / "curves.png")
     params = sweep_parameters(study)
     importances = pd.Series(dtype="float64", name="importance")
-    setting = ""
+    setting, note = "", ""
     if params and not trials.empty and len(trials) + len(stopped) >= 2:
         axes = param_axes(pd.concat([trials, stopped]), params)
         labels = setting_labels(trials)
@@ -78,10 +84,17 @@ def analyse(study: StudyData, out_dir: str | Path, *, seed: int = 0) -> Sensitiv
         # fANOVA within one setting: across methods or datasets the "importance" would mostly
         # measure the difference between settings, which the paper table already shows.
         setting = str(labels.value_counts(sort=True).index[0])
-        importances = param_importances(trials[labels == setting], axes, seed=seed)
+        within = trials[labels == setting]
+        if len(within) < MIN_IMPORTANCE_TRIALS:
+            note = (f"no fANOVA importances: {len(within)} complete trial(s) of {setting!r}, it needs at "
+                    f"least {MIN_IMPORTANCE_TRIALS} (on fewer it fits noise)")
+        else:
+            importances = param_importances(within, axes, seed=seed)
         if not importances.empty:
-            figures["importance"] = plot_importances(importances, out_dir / "importance.png", setting)
-    return SensitivityReport(parameters=params, importances=importances, setting=setting, figures=figures)
+            figures["importance"] = plot_importances(importances, out_dir / "importance.png",
+                                                     f"{setting}, {len(within)} trials")
+    return SensitivityReport(parameters=params, importances=importances, setting=setting, figures=figures,
+                             note=note)
 
 
 def _finite(trials: pd.DataFrame) -> pd.DataFrame:
@@ -138,7 +151,7 @@ def plot_effects(
             if 1 < len(means) < len(xs):
                 ax.plot(means.index, means.to_numpy(), linewidth=1.2)
         if axis.log:
-            ax.set_xscale("log")
+            log_x(ax)
         ax.set_xlabel(axis.label)
         ax.set_ylabel(Y_LABEL if k % n_cols == 0 else "")
         ax.grid(alpha=0.3)
@@ -199,8 +212,19 @@ def plot_importances(importances: pd.Series, path: Path, setting: str = "") -> P
                     fontsize="small")
     ax.set_xlabel("importance (fANOVA, Optuna)")
     ax.set_xlim(0, max(1.0, float(ordered.max()) * 1.15))
-    ax.set_title("Hyperparameter importance for top-1" + (f" ({setting})" if setting else ""))
+    # Two lines: a long setting name ("automix / cifar100 / resnet18") would run past the figure.
+    ax.set_title("Hyperparameter importance for top-1" + (f"\n({setting})" if setting else ""))
     return _save(fig, path)
+
+
+def log_x(ax) -> None:
+    """A log scale whose labels never collide: ticks at 1, 2 and 5 per decade labelled as plain numbers
+    (0.005, 0.01, 0.02), minor ticks unlabelled. Matplotlib's default labels every minor tick of a range
+    under a decade in `2x10^-2` form, and those overlap."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_curves(study: StudyData, path: Path) -> Path:

@@ -25,12 +25,12 @@ def store(tmp_path_factory):
     uri = writer.tracking_uri
     parent = writer.start_parent()
     rng = random.Random(3)
-    for i in range(8):
+    for i in range(16):  # 8 per method: fANOVA needs 8 trials of a setting (MIN_IMPORTANCE_TRIALS)
         method = ("mixup", "automix")[i % 2]
         alpha = (0.5, 2.0)[(i // 2) % 2]
-        lr = (0.01, 0.1)[i // 4]
+        lr = (0.01, 0.1)[(i // 4) % 2]
         top = 40 + 5 * (method == "automix") + 3 * (alpha == 2.0) + rng.gauss(0, 0.2)
-        params = trial_params(method=method, backbone="resnet18", dataset="cifar10", epochs=3, seed=0,
+        params = trial_params(method=method, backbone="resnet18", dataset="cifar10", epochs=3, seed=i // 8,
                               alpha=alpha, mixblock_lr=lr)
         writer.add_trial(parent, TrialSpec(params, [top - 2, top - 1, top], device_hours=0.1 * (i + 1),
                                            mix_epochs=(1, 3) if i < 3 else ()))
